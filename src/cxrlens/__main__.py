@@ -1,0 +1,3 @@
+from cxrlens.cli import main
+
+main()

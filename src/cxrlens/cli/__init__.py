@@ -1,0 +1,34 @@
+"""The `cxrlens` command: a thin typer app over the library functions."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from cxrlens.cli import data
+from cxrlens.cli.common import err_console, tune_allocator
+from cxrlens.errors import CxrlensError
+
+app = typer.Typer(
+    help="Train, compare and explain chest X-ray classifiers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data.app, name="data")
+
+
+def main() -> None:
+    tune_allocator()
+    try:
+        app()
+    except CxrlensError as err:
+        err_console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as err:  # disk full, permission denied, ...: the message names the file
+        err_console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; finished work is saved, rerun the command to resume")
+        sys.exit(130)

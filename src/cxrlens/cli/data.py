@@ -1,0 +1,177 @@
+"""`cxrlens data ...`: summary, prepare, split."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cxrlens.cli.common import console, data_config, err_console, progress_bar
+from cxrlens.config import SplitConfig, validate
+from cxrlens.data.cache import PreprocessCache
+from cxrlens.data.labels import choose_labels
+from cxrlens.data.sources import load_dataset
+from cxrlens.data.splits import make_splits, split_counts, write_splits
+from cxrlens.data.summary import summarize
+from cxrlens.errors import DataError
+
+app = typer.Typer(
+    help=(
+        "Read, check, preprocess and split data. --data takes a folder (cxrlens metadata.csv, Cohen's "
+        "covid-chestxray-dataset, or Kermany chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}), a CSV file, "
+        "or @sample; repeat it to combine sources. Default: $CXRLENS_DATA, else @sample."
+    ),
+    no_args_is_help=True,
+)
+
+DataOpt = Annotated[list[str] | None, typer.Option("--data", "-d", help="data folder, CSV or @sample")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="study config YAML (its data: part)")]
+SkipOpt = Annotated[bool, typer.Option("--skip-bad", help="skip bad rows/images (counted) instead of stopping")]
+PresetOpt = Annotated[str | None, typer.Option("--labels", help="label preset: auto or paper14")]
+MinOpt = Annotated[int | None, typer.Option("--min-images", help="labels below this count are not learnable")]
+
+
+@app.command("summary")
+def summary_cmd(
+    data: DataOpt = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    skip_bad: SkipOpt = False,
+    labels: PresetOpt = None,
+    min_images: MinOpt = None,
+    no_check: Annotated[bool, typer.Option("--no-check", help="do not open image headers")] = False,
+) -> None:
+    """Images, patients, sources, labels (with ancestors), views, sizes, rare labels and problems."""
+    cfg = data_config(
+        config, data, {"skip_bad": skip_bad or None, "labels.preset": labels, "labels.min_images": min_images}
+    )
+    dataset = load_dataset(cfg=cfg)
+    if as_json:
+        result = summarize(dataset, cfg, check_images=not no_check)
+        print(json.dumps(result, indent=2))
+        return
+    with progress_bar("checking images", len(dataset)) as advance:
+        result = summarize(dataset, cfg, check_images=not no_check, progress=advance)
+    _print_summary(result)
+
+
+def _print_summary(s: dict) -> None:  # type: ignore[type-arg]
+    console.print(f"[bold]{s['images']}[/] images, [bold]{s['patients']}[/] patients in {s['root']}")
+    for source, counts in s["sources"].items():
+        console.print(f"  {source}: {counts['images']} images, {counts['patients']} patients")
+    table = Table(title="labels (images, ancestors included)")
+    table.add_column("label")
+    table.add_column("images", justify="right")
+    table.add_column("learnable")
+    for name, count in s["labels"].items():
+        table.add_row(name, str(count), "no" if name in s["rare_labels"] else "yes")
+    for name, count in s["rare_labels"].items():
+        if name not in s["labels"]:
+            table.add_row(name, str(count), "no")
+    console.print(table)
+    console.print("views: " + ", ".join(f"{v} {n}" for v, n in s["views"].items()))
+    if s["image_sizes"]:
+        w, h = s["image_sizes"]["width"], s["image_sizes"]["height"]
+        if w:
+            console.print(
+                f"sizes: width {w['min']}-{w['max']} (median {w['median']:.0f}), "
+                f"height {h['min']}-{h['max']} (median {h['median']:.0f})"
+            )
+    console.print(f"lung masks: {s['lung_masks']}")
+    console.print(f"label space ({len(s['label_space'])}): {', '.join(s['label_space'])}")
+    if s["rare_labels"]:
+        console.print(
+            f"[yellow]not learnable (< {s['min_images']} images):[/] "
+            + ", ".join(f"{n} ({c})" for n, c in s["rare_labels"].items())
+        )
+    for note in s["notes"]:
+        console.print(f"note: {note}")
+    if s["problems"]:
+        console.print(f"[red]{len(s['problems'])} problem(s), skipped:[/]")
+        for problem in s["problems"]:
+            console.print(f"  {problem}", markup=False)
+
+
+@app.command("prepare")
+def prepare_cmd(
+    data: DataOpt = None,
+    config: ConfigOpt = None,
+    size: Annotated[int | None, typer.Option("--size", help="output size N (N x N)")] = None,
+    cache: Annotated[Path | None, typer.Option("--cache", help="cache folder (default ~/.cache/cxrlens)")] = None,
+    workers: Annotated[int, typer.Option("--workers", help="processes (default: all cores)")] = 0,
+    skip_bad: SkipOpt = False,
+) -> None:
+    """Preprocess every image once into the cache that training reads."""
+    cfg = data_config(
+        config,
+        data,
+        {"skip_bad": skip_bad or None, "preprocess.size": size, "cache_dir": str(cache) if cache else None},
+    )
+    dataset = load_dataset(cfg=cfg)
+    store = PreprocessCache(cfg.preprocess, cfg.cache_dir)
+    with progress_bar(f"preprocessing to {cfg.preprocess.size}px", len(dataset)) as advance:
+        report = store.prepare(dataset.records, workers=workers or (os.cpu_count() or 1), progress=advance)
+    if report.failed and not cfg.skip_bad:
+        first = report.failed[0]
+        raise DataError(f"{first} ({len(report.failed)} image(s) failed; pass --skip-bad to skip them)")
+    for failure in report.failed:
+        err_console.print(f"skipped: {failure}", markup=False)
+    console.print(
+        f"{report.written} written, {report.reused} already cached, {len(report.failed)} skipped, "
+        f"{len(dataset.problems)} bad row(s) skipped -> {store.dir}"
+    )
+
+
+@app.command("split")
+def split_cmd(
+    out: Annotated[Path, typer.Option("--out", "-o", help="splits CSV to write")],
+    data: DataOpt = None,
+    config: ConfigOpt = None,
+    folds: Annotated[int, typer.Option("--folds", help="folds (kfold) or repeats (holdout)")] = 5,
+    scheme: Annotated[str, typer.Option("--scheme", help="kfold or holdout")] = "kfold",
+    test_fraction: Annotated[float, typer.Option("--test-fraction", help="holdout test share")] = 0.4,
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="validation share of train")] = 0.1,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    skip_bad: SkipOpt = False,
+    labels: PresetOpt = None,
+    min_images: MinOpt = None,
+) -> None:
+    """Patient-grouped, label-stratified folds: CSV filename,patient_id,fold,subset."""
+    cfg = data_config(
+        config, data, {"skip_bad": skip_bad or None, "labels.preset": labels, "labels.min_images": min_images}
+    )
+    split_cfg = validate(
+        SplitConfig,
+        {
+            "scheme": scheme,
+            "folds": folds,
+            "test_fraction": test_fraction,
+            "val_fraction": val_fraction,
+            "seed": seed,
+        },
+        "split options",
+    )
+    dataset = load_dataset(cfg=cfg)
+    space, _ = choose_labels(
+        [r.labels for r in dataset.records], cfg.labels.preset, cfg.labels.names, cfg.labels.min_images
+    )
+    rows = make_splits(dataset, space, split_cfg)
+    digest = write_splits(rows, out)
+    counts = split_counts(rows, dataset, space)
+    folds = sorted({int(str(c["fold"])) for c in counts})
+    table = Table(title=f"{split_cfg.scheme}: images per fold as train/val/test")
+    table.add_column("")
+    for fold in folds:
+        table.add_column(f"fold {fold}", justify="right")
+    for key in ["images", "patients", *space.names]:
+        cells = []
+        for fold in folds:
+            by_subset = {c["subset"]: c[key] for c in counts if c["fold"] == fold}
+            cells.append("/".join(str(by_subset.get(s, 0)) for s in ("train", "val", "test")))
+        table.add_row(key, *cells)
+    console.print(table)
+    console.print(f"wrote {out} ({len(rows)} rows, sha256 {digest})")

@@ -1,0 +1,315 @@
+"""The label hierarchy: findings become multi-hot vectors with every ancestor set.
+
+A *node* is one component of a finding path (``Viral`` in ``Pneumonia/Viral/COVID-19``). Its
+*label name* is what users see: a direct child of ``Pneumonia`` is called ``"<node> Pneumonia"``
+("Viral Pneumonia"), every other node keeps its own name. A finding such as
+``Pneumonia/Viral/COVID-19;ARDS`` is labelled with its nodes and all their ancestors:
+{Pneumonia, Viral Pneumonia, COVID-19, ARDS}.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cxrlens.errors import LabelError
+
+#: node -> parent node (None for a root). Cohen's later hierarchical labels plus the paper's list.
+BUILTIN_PARENTS: dict[str, str | None] = {
+    "No Finding": None,
+    "Pneumonia": None,
+    "ARDS": None,
+    "Tuberculosis": None,
+    "Viral": "Pneumonia",
+    "Bacterial": "Pneumonia",
+    "Fungal": "Pneumonia",
+    "Lipoid": "Pneumonia",
+    "Aspiration": "Pneumonia",
+    "COVID-19": "Viral",
+    "SARS": "Viral",
+    "MERS": "Viral",
+    "Influenza": "Viral",
+    "Varicella": "Viral",
+    "Herpes": "Viral",
+    "Streptococcus": "Bacterial",
+    "Klebsiella": "Bacterial",
+    "Chlamydophila": "Bacterial",
+    "Legionella": "Bacterial",
+    "E.Coli": "Bacterial",
+    "Mycoplasma": "Bacterial",
+    "Nocardia": "Bacterial",
+    "Staphylococcus": "Bacterial",
+    "MRSA": "Staphylococcus",
+    "Pneumocystis": "Fungal",
+    "Aspergillosis": "Fungal",
+}
+
+#: other spellings found in the sources (compared case-insensitively) -> node
+BUILTIN_ALIASES: dict[str, str] = {
+    "normal": "No Finding",
+    "no findings": "No Finding",
+    "healthy": "No Finding",
+    "covid19": "COVID-19",
+    "covid": "COVID-19",
+    "sars-cov-2": "COVID-19",
+    "mers-cov": "MERS",
+    "e. coli": "E.Coli",
+    "e.coli": "E.Coli",
+    "escherichia coli": "E.Coli",
+    "mycoplasma bacterial pneumonia": "Mycoplasma",
+    "pneumocystis jirovecii": "Pneumocystis",
+    "chlamydia": "Chlamydophila",
+    "virus": "Viral",
+    "bacteria": "Bacterial",
+}
+
+#: findings that mean "not labelled yet" in the sources: such rows are dropped, not errors
+UNLABELLED_FINDINGS = frozenset({"todo", "unknown", ""})
+
+#: the 14 outputs of the paper's published code, in that order (reference.md §2)
+PAPER14: tuple[str, ...] = (
+    "ARDS",
+    "Bacterial Pneumonia",
+    "COVID-19",
+    "Chlamydophila",
+    "Fungal Pneumonia",
+    "Klebsiella",
+    "Legionella",
+    "MERS",
+    "No Finding",
+    "Pneumocystis",
+    "Pneumonia",
+    "SARS",
+    "Streptococcus",
+    "Viral Pneumonia",
+)
+
+PRESETS: dict[str, tuple[str, ...]] = {"paper14": PAPER14}
+
+_FLAT_SPLIT = re.compile(r"\s*[;,]\s*")
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    """Parents of every known node plus alternative spellings."""
+
+    parents: Mapping[str, str | None] = field(default_factory=lambda: dict(BUILTIN_PARENTS))
+    aliases: Mapping[str, str] = field(default_factory=lambda: dict(BUILTIN_ALIASES))
+
+    @classmethod
+    def build(
+        cls, extra_nodes: Mapping[str, str | None] | None = None, aliases: Mapping[str, str] | None = None
+    ) -> Hierarchy:
+        parents = dict(BUILTIN_PARENTS)
+        for node, parent in (extra_nodes or {}).items():
+            parents[node] = parent
+        for node, parent in parents.items():
+            if parent is not None and parent not in parents:
+                raise LabelError(f"label hierarchy: parent {parent!r} of {node!r} is not a known node")
+        merged = dict(BUILTIN_ALIASES)
+        merged.update({k.strip().lower(): v for k, v in (aliases or {}).items()})
+        hierarchy = cls(parents=parents, aliases=merged)
+        hierarchy._check_acyclic()
+        return hierarchy
+
+    def _check_acyclic(self) -> None:
+        for node in self.parents:
+            seen = {node}
+            parent = self.parents[node]
+            while parent is not None:
+                if parent in seen:
+                    raise LabelError(f"label hierarchy has a cycle through {node!r}")
+                seen.add(parent)
+                parent = self.parents.get(parent)
+
+    # -- names -------------------------------------------------------------------------------
+    def label_name(self, node: str) -> str:
+        return f"{node} Pneumonia" if self.parents.get(node) == "Pneumonia" else node
+
+    def ancestors(self, node: str) -> list[str]:
+        """The node and all its ancestors, root last."""
+        chain = [node]
+        parent = self.parents.get(node)
+        while parent is not None:
+            chain.append(parent)
+            parent = self.parents.get(parent)
+        return chain
+
+    def parent_label(self, label: str) -> str | None:
+        """Label name of the parent of a label name (None for a root or an unknown label)."""
+        node = self._node_of_label().get(label)
+        if node is None:
+            return None
+        parent = self.parents.get(node)
+        return None if parent is None else self.label_name(parent)
+
+    def _node_of_label(self) -> dict[str, str]:
+        return {self.label_name(node): node for node in self.parents}
+
+    def _lookup(self, name: str) -> str | None:
+        text = name.strip()
+        if text in self.parents:
+            return text
+        lowered = text.lower()
+        by_lower = {node.lower(): node for node in self.parents}
+        if lowered in by_lower:
+            return by_lower[lowered]
+        by_label = {label.lower(): node for label, node in self._node_of_label().items()}
+        if lowered in by_label:
+            return by_label[lowered]
+        target = self.aliases.get(lowered)
+        if target is None:
+            return None
+        if "/" in target or ";" in target:
+            raise LabelError(f"alias {name!r} must map to one node, not the path {target!r}")
+        return self._lookup(target) if target.lower() != lowered else None
+
+    # -- findings ----------------------------------------------------------------------------
+    def is_unlabelled(self, finding: str) -> bool:
+        return finding.strip().lower() in UNLABELLED_FINDINGS
+
+    def resolve(self, finding: str) -> frozenset[str]:
+        """Label names (with every ancestor) of a finding string; raises LabelError if unknown.
+
+        Accepts hierarchical paths joined by ``;`` (``Pneumonia/Viral/COVID-19;ARDS``), Cohen's
+        older flat labels joined by ``,`` (``COVID-19, ARDS``), label names ("Viral Pneumonia")
+        and the aliases in the hierarchy.
+        """
+        text = finding.strip()
+        whole_alias = self.aliases.get(text.lower())
+        if whole_alias is not None and ("/" in whole_alias or ";" in whole_alias):
+            text = whole_alias
+        parts = [p for p in _FLAT_SPLIT.split(text) if p]
+        if not parts:
+            raise LabelError(f"empty finding {finding!r}")
+        labels: set[str] = set()
+        for part in parts:
+            for node in self._resolve_part(part, finding):
+                labels.update(self.label_name(n) for n in self.ancestors(node))
+        return frozenset(labels)
+
+    def _resolve_part(self, part: str, finding: str) -> list[str]:
+        if "/" not in part:
+            node = self._lookup(part)
+            if node is None:
+                raise LabelError(f"unknown finding {part!r} (in {finding!r})")
+            return [node]
+        components = [c.strip() for c in part.split("/") if c.strip()]
+        nodes: list[str] = []
+        for comp in components:
+            node = self._lookup(comp)
+            if node is None:
+                raise LabelError(f"unknown finding {comp!r} (in {finding!r})")
+            nodes.append(node)
+        for parent, child in itertools.pairwise(nodes):
+            if self.parents.get(child) != parent:
+                actual = "/".join(reversed(self.ancestors(child)))
+                raise LabelError(f"finding {finding!r}: {child!r} is not under {parent!r} (known as {actual!r})")
+        return nodes
+
+    # -- consistency ---------------------------------------------------------------------------
+    def edges(self, label_names: Sequence[str]) -> list[tuple[int, int]]:
+        """(child index, parent index) pairs among the given label names."""
+        index = {name: i for i, name in enumerate(label_names)}
+        pairs = []
+        for name, i in index.items():
+            parent = self.parent_label(name)
+            if parent is not None and parent in index:
+                pairs.append((i, index[parent]))
+        return pairs
+
+    def violations(self, label_names: Sequence[str], vector: Sequence[float] | np.ndarray) -> list[str]:
+        """Children that are positive while their parent is not: ["COVID-19 without Viral Pneumonia"]."""
+        values = np.asarray(vector).astype(bool)
+        return [
+            f"{label_names[c]} without {label_names[p]}"
+            for c, p in self.edges(label_names)
+            if values[c] and not values[p]
+        ]
+
+    def is_consistent(self, label_names: Sequence[str], vector: Sequence[float] | np.ndarray) -> bool:
+        return not self.violations(label_names, vector)
+
+    def consistency_rate(self, label_names: Sequence[str], matrix: np.ndarray) -> float:
+        """Share of rows (label vectors) that respect the hierarchy; 1.0 for an empty matrix."""
+        binary = np.asarray(matrix).astype(bool)
+        if binary.size == 0:
+            return 1.0
+        bad = np.zeros(binary.shape[0], dtype=bool)
+        for c, p in self.edges(label_names):
+            bad |= binary[:, c] & ~binary[:, p]
+        return float(1.0 - bad.mean())
+
+
+@dataclass(frozen=True)
+class LabelSpace:
+    """The ordered label names a model predicts."""
+
+    names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(set(self.names)) != len(self.names):
+            raise LabelError(f"duplicate label names in {list(self.names)}")
+        if not self.names:
+            raise LabelError("a label space needs at least one label")
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def index(self, name: str) -> int:
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise LabelError(f"unknown label {name!r}; valid: {', '.join(self.names)}") from None
+
+    def encode(self, labels: Iterable[str]) -> np.ndarray:
+        vector = np.zeros(len(self.names), dtype=np.float32)
+        wanted = set(labels)
+        for i, name in enumerate(self.names):
+            if name in wanted:
+                vector[i] = 1.0
+        return vector
+
+    def encode_many(self, label_sets: Iterable[Iterable[str]]) -> np.ndarray:
+        rows = [self.encode(s) for s in label_sets]
+        if not rows:
+            return np.zeros((0, len(self.names)), dtype=np.float32)
+        return np.stack(rows)
+
+
+def label_counts(label_sets: Iterable[Iterable[str]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for labels in label_sets:
+        for name in labels:
+            counts[name] = counts.get(name, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def choose_labels(
+    label_sets: Sequence[Iterable[str]],
+    preset: str = "auto",
+    names: Sequence[str] | None = None,
+    min_images: int = 10,
+) -> tuple[LabelSpace, dict[str, int]]:
+    """Pick the label space and report labels below ``min_images`` (name -> image count).
+
+    ``names`` wins over ``preset``. ``preset="auto"`` keeps, in alphabetical order, every label with
+    at least ``min_images`` images; a named preset keeps its list and only reports rare labels.
+    """
+    counts = label_counts(label_sets)
+    if names:
+        chosen = tuple(names)
+    elif preset == "auto":
+        chosen = tuple(sorted(n for n, c in counts.items() if c >= min_images))
+        if not chosen:
+            raise LabelError(f"no label has at least {min_images} images; lower labels.min_images")
+    elif preset in PRESETS:
+        chosen = PRESETS[preset]
+    else:
+        raise LabelError(f"unknown label preset {preset!r}; valid: auto, {', '.join(PRESETS)}")
+    rare = {n: counts.get(n, 0) for n in sorted(set(chosen) | set(counts)) if counts.get(n, 0) < min_images}
+    return LabelSpace(chosen), rare

@@ -1,0 +1,189 @@
+"""Patient-grouped, multi-label-stratified splits.
+
+``kfold``: each fold's test part is one k-th of the patients (every image is tested exactly once).
+``holdout``: the paper's repeated random patient split (60/40 by default), ``folds`` repeats.
+In both, a ``val_fraction`` of each fold's training patients is held out for checkpoint selection,
+so the test part is never used before the final evaluation. Stratification works on the patient
+label matrix (a patient has a label if any of their images has it) plus the image source.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cxrlens.config import SplitConfig
+from cxrlens.data.labels import LabelSpace
+from cxrlens.data.records import Dataset
+from cxrlens.data.sources import read_csv_rows
+from cxrlens.errors import DataError
+from cxrlens.io_utils import atomic_write_text, sha256_text
+
+SUBSETS = ("train", "val", "test")
+SPLIT_COLUMNS = ("filename", "patient_id", "fold", "subset")
+
+
+@dataclass(frozen=True)
+class SplitRow:
+    filename: str
+    patient_id: str
+    fold: int
+    subset: str
+
+
+def _patient_matrix(dataset: Dataset, space: LabelSpace) -> tuple[list[str], np.ndarray]:
+    patients = dataset.patients
+    index = {p: i for i, p in enumerate(patients)}
+    sources = sorted({r.source for r in dataset.records})
+    matrix = np.zeros((len(patients), len(space) + len(sources)), dtype=np.int64)
+    for rec in dataset.records:
+        row = index[rec.patient_id]
+        matrix[row, : len(space)] |= space.encode(rec.labels).astype(np.int64)
+        if len(sources) > 1:
+            matrix[row, len(space) + sources.index(rec.source)] = 1
+    return patients, matrix
+
+
+def _shuffle_split(matrix: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(keep, held-out) row indices, held-out ~ ``fraction`` of the rows, stratified."""
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit  # slow import (scikit-learn)
+
+    n = matrix.shape[0]
+    if fraction <= 0 or n < 2:
+        return np.arange(n), np.array([], dtype=int)
+    splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+    keep, held = next(splitter.split(np.zeros((n, 1)), matrix))
+    if len(held) == 0 or len(keep) == 0:
+        raise DataError(f"too few patients ({n}) to hold out {fraction:.0%}")
+    return np.sort(keep), np.sort(held)
+
+
+def make_splits(dataset: Dataset, space: LabelSpace, cfg: SplitConfig) -> list[SplitRow]:
+    patients, matrix = _patient_matrix(dataset, space)
+    n = len(patients)
+    need = cfg.folds if cfg.scheme == "kfold" else 3
+    if n < need:
+        raise DataError(f"only {n} patient(s); {cfg.scheme} with {cfg.folds} folds needs at least {need}")
+    fold_parts: list[tuple[np.ndarray, np.ndarray]] = []  # (train+val rows, test rows)
+    if cfg.scheme == "kfold":
+        from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+
+        splitter = MultilabelStratifiedKFold(n_splits=cfg.folds, shuffle=True, random_state=cfg.seed)
+        fold_parts = list(splitter.split(np.zeros((n, 1)), matrix))
+    else:
+        for repeat in range(cfg.folds):
+            fold_parts.append(_shuffle_split(matrix, cfg.test_fraction, cfg.seed + repeat))
+
+    by_patient: dict[str, list[str]] = defaultdict(list)
+    for rec in dataset.records:
+        by_patient[rec.patient_id].append(rec.filename)
+
+    rows: list[SplitRow] = []
+    for fold, (train_val, test) in enumerate(fold_parts):
+        train_rows, val_rows = _shuffle_split(matrix[train_val], cfg.val_fraction, cfg.seed + 1000 + fold)
+        subset_of: dict[int, str] = {int(i): "test" for i in test}
+        subset_of.update({int(train_val[i]): "train" for i in train_rows})
+        subset_of.update({int(train_val[i]): "val" for i in val_rows})
+        for i, patient in enumerate(patients):
+            for filename in by_patient[patient]:
+                rows.append(SplitRow(filename, patient, fold, subset_of[i]))
+    check_splits(rows, kfold=cfg.scheme == "kfold")
+    return rows
+
+
+def check_splits(rows: Sequence[SplitRow], kfold: bool = False) -> None:
+    """No patient in two subsets of one fold; for k-fold, every image tested exactly once."""
+    seen: dict[tuple[int, str], str] = {}
+    for row in rows:
+        if row.subset not in SUBSETS:
+            raise DataError(f"split row for {row.filename}: subset {row.subset!r} is not one of {SUBSETS}")
+        key = (row.fold, row.patient_id)
+        if seen.setdefault(key, row.subset) != row.subset:
+            raise DataError(f"patient {row.patient_id} is in both {seen[key]} and {row.subset} of fold {row.fold}")
+    if kfold:
+        tested: dict[str, int] = defaultdict(int)
+        for row in rows:
+            if row.subset == "test":
+                tested[row.filename] += 1
+        files = {row.filename for row in rows}
+        bad = [f for f in files if tested.get(f, 0) != 1]
+        if bad:
+            raise DataError(f"{len(bad)} image(s) are not tested exactly once, e.g. {bad[0]}")
+
+
+def splits_csv(rows: Sequence[SplitRow]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(SPLIT_COLUMNS)
+    for row in rows:
+        writer.writerow([row.filename, row.patient_id, row.fold, row.subset])
+    return buffer.getvalue()
+
+
+def write_splits(rows: Sequence[SplitRow], path: str | Path) -> str:
+    """Write atomically; returns the content hash (recorded in run provenance)."""
+    text = splits_csv(rows)
+    atomic_write_text(path, text)
+    return sha256_text(text)[:16]
+
+
+def read_splits(path: str | Path) -> list[SplitRow]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: splits file not found (make one with `cxrlens data split`)")
+    header, raw = read_csv_rows(path)
+    missing = [c for c in SPLIT_COLUMNS if c not in header]
+    if missing:
+        raise DataError(f"{path}: missing required column(s) {', '.join(missing)}")
+    rows = []
+    for line, row in raw:
+        try:
+            fold = int(row["fold"])
+        except ValueError:
+            raise DataError(f"{path}:{line}: fold {row['fold']!r} is not an integer") from None
+        rows.append(SplitRow(row["filename"], row["patient_id"], fold, row["subset"]))
+    check_splits(rows)
+    return rows
+
+
+def fold_files(rows: Sequence[SplitRow], fold: int) -> dict[str, list[str]]:
+    """subset -> filenames of one fold."""
+    out: dict[str, list[str]] = {s: [] for s in SUBSETS}
+    for row in rows:
+        if row.fold == fold:
+            out[row.subset].append(row.filename)
+    if not any(out.values()):
+        folds = sorted({r.fold for r in rows})
+        raise DataError(f"fold {fold} is not in the splits; folds: {folds}")
+    return out
+
+
+def split_counts(rows: Sequence[SplitRow], dataset: Dataset, space: LabelSpace) -> list[dict[str, object]]:
+    """One row per fold and subset: images, patients and per-label image counts."""
+    index = dataset.by_filename()
+    table: list[dict[str, object]] = []
+    for fold in sorted({r.fold for r in rows}):
+        for subset in SUBSETS:
+            part = [r for r in rows if r.fold == fold and r.subset == subset]
+            if not part:
+                continue
+            counts = {name: 0 for name in space.names}
+            for r in part:
+                for name in index[r.filename].labels & set(space.names):
+                    counts[name] += 1
+            table.append(
+                {
+                    "fold": fold,
+                    "subset": subset,
+                    "images": len(part),
+                    "patients": len({r.patient_id for r in part}),
+                    **counts,
+                }
+            )
+    return table

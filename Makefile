@@ -18,8 +18,9 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/cxrlens data summary --data @sample
-	$(BIN)/cxrlens data prepare --data @sample --size 128 --cache $(DEMO)/cache
 	$(BIN)/cxrlens data split --data @sample --folds 3 --seed 0 --out $(DEMO)/splits.csv
+	$(BIN)/cxrlens cv --config configs/demo.yaml --run $(DEMO)/run --splits $(DEMO)/splits.csv --cache $(DEMO)/cache
+	$(BIN)/cxrlens evaluate --run $(DEMO)/run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

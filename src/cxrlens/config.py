@@ -5,11 +5,12 @@ A study config (``configs/paper.yaml``) is a :class:`RunConfig`; each command re
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cxrlens.errors import ConfigError
 
@@ -63,6 +64,18 @@ class DataConfig(StrictModel):
     skip_bad: bool = Field(False, description="skip unreadable rows/images instead of stopping")
     frontal_views: list[str] = Field(default_factory=lambda: ["PA", "AP", "AP Supine", "AP Erect"])
 
+    @field_validator("sources")
+    @classmethod
+    def _expand(cls, sources: list[str]) -> list[str]:
+        """``$CXRLENS_DATA`` and ``~`` in source paths are expanded."""
+        out = []
+        for source in sources:
+            expanded = str(Path(os.path.expandvars(source)).expanduser())
+            if "$" in expanded:
+                raise ValueError(f"{source!r}: environment variable not set")
+            out.append(expanded)
+        return out
+
 
 class SplitConfig(StrictModel):
     scheme: Literal["kfold", "holdout"] = "kfold"
@@ -113,3 +126,69 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of options at the top level")
     return data
+
+
+class ModelConfig(StrictModel):
+    names: list[str] = Field(default_factory=lambda: ["resnet18"], description="registered model names")
+    weights: str = Field("none", description="'none', 'imagenet' or a path to a state dict")
+    in_chans: Literal[1, 3] = Field(3, description="3: grey repeated (paper); 1: first conv summed over RGB")
+    input_norm: Literal["none", "imagenet"] = Field("none", description="input normalisation inside the model")
+
+
+class TrainConfig(StrictModel):
+    epochs: int = Field(30, ge=1, description="maximum epochs")
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    patience: int = Field(5, ge=0, description="early stop after this many epochs without val-loss gain (0: off)")
+    precision: str = Field("32-true", description="lightning precision: 32-true, bf16-mixed, 16-mixed (CUDA)")
+    accelerator: str = "auto"
+    devices: str = Field("auto", description="'auto', a count like '2', or a list like '0,1'")
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = Field("auto", description="lightning strategy, e.g. ddp")
+    num_workers: int = Field(0, ge=0, description="data-loader worker processes")
+    seed: int = 0
+    channels_last: bool = Field(False, description="channels-last memory format (speed, same results)")
+    limit_batches: int | None = Field(None, ge=1, description="at most this many batches per epoch (quick runs)")
+
+
+class EvaluateConfig(StrictModel):
+    threshold: float | Literal["tuned"] = Field(0.5, description="0.5, another float, or 'tuned' on validation")
+    min_support: int = Field(5, ge=1, description="labels with fewer test positives are marked, not averaged")
+    ensembles: bool = True
+
+
+class CVConfig(StrictModel):
+    splits: str | None = Field(None, description="splits CSV; default: made from `split` into the run folder")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    folds: list[int] | None = Field(None, description="folds to run (default: all in the splits)")
+
+
+class RunConfig(StrictModel):
+    """A whole study: data -> cross-validated training -> evaluation -> explanations -> report."""
+
+    name: str = "study"
+    data: DataConfig = Field(default_factory=DataConfig)
+    models: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    cv: CVConfig = Field(default_factory=CVConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    explain: dict[str, Any] = Field(default_factory=dict, description="see ExplainConfig")
+    report: dict[str, Any] = Field(default_factory=dict)
+
+
+def load_run_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a study config (or defaults) and apply dotted overrides like {"train.epochs": 2}."""
+    raw: dict[str, Any] = load_yaml(path) if path is not None else {}
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{path}: {part} must be a mapping of options")
+            node = child
+        node[leaf] = value
+    return validate(RunConfig, raw, str(path) if path else "options")

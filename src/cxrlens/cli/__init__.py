@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from cxrlens.cli import data
+from cxrlens.cli import data, evaluate, train
 from cxrlens.cli.common import err_console, tune_allocator
 from cxrlens.errors import CxrlensError
 
@@ -15,8 +15,14 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
 app.add_typer(data.app, name="data")
+app.command("models")(train.models_cmd)
+app.command("train")(train.train_cmd)
+app.command("cv")(train.cv_cmd)
+app.command("predict")(train.predict_cmd)
+app.command("evaluate")(evaluate.evaluate_cmd)
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ app = typer.Typer(
         "or @sample; repeat it to combine sources. Default: $CXRLENS_DATA, else @sample."
     ),
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 DataOpt = Annotated[list[str] | None, typer.Option("--data", "-d", help="data folder, CSV or @sample")]

@@ -1,0 +1,210 @@
+"""Read and check what the training code left in a run directory.
+
+A run directory holds ``run.json`` (at least ``label_names``), ``labels.csv`` (``filename, patient_id`` and one
+0/1 column per label) and ``predictions.csv`` (``filename, patient_id, fold, model, subset`` and one probability
+column per label; ``subset`` is ``test`` or ``val``). Every problem raises :class:`~cxrlens.errors.RunError`
+with one line naming the file and, where it applies, the line number.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxrlens.errors import RunError
+
+RUN_JSON = "run.json"
+LABELS_CSV = "labels.csv"
+PREDICTIONS_CSV = "predictions.csv"
+SUBSETS = ("test", "val")
+LABEL_KEY_COLUMNS = ("filename", "patient_id")
+PREDICTION_KEY_COLUMNS = ("filename", "patient_id", "fold", "model", "subset")
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Probabilities and ground truth of one model (or ensemble) on one fold's test or val images.
+
+    ``probs`` and ``truth`` have shape (images, labels); row ``i`` belongs to ``filenames[i]``.
+    """
+
+    filenames: tuple[str, ...]
+    probs: np.ndarray
+    truth: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.filenames)
+
+    def take(self, filenames: Sequence[str]) -> Predictions:
+        """The rows of the given filenames, in that order (KeyError if one is missing)."""
+        index = {name: i for i, name in enumerate(self.filenames)}
+        rows = np.asarray([index[name] for name in filenames], dtype=np.int64)
+        return Predictions(tuple(filenames), self.probs[rows], self.truth[rows])
+
+
+@dataclass(frozen=True)
+class RunData:
+    """The checked content of a run directory."""
+
+    run_dir: Path
+    label_names: tuple[str, ...]
+    blocks: Mapping[tuple[str, int, str], Predictions]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def models(self) -> list[str]:
+        """Every model with predictions, sorted."""
+        return sorted({model for model, _, _ in self.blocks})
+
+    def folds(self, model: str) -> list[int]:
+        """Folds in which ``model`` has test predictions, sorted."""
+        return sorted({fold for m, fold, subset in self.blocks if m == model and subset == "test"})
+
+    def get(self, model: str, fold: int, subset: str) -> Predictions | None:
+        return self.blocks.get((model, fold, subset))
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    """Read ``run.json``, ``labels.csv`` and ``predictions.csv`` and check them against each other."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: run directory not found")
+    meta = read_run_json(run_dir / RUN_JSON)
+    label_names = _label_names(run_dir / RUN_JSON, meta)
+    truth = read_labels(run_dir / LABELS_CSV, label_names)
+    blocks = read_predictions(run_dir / PREDICTIONS_CSV, label_names, truth)
+    return RunData(run_dir=run_dir, label_names=label_names, blocks=blocks, meta=meta)
+
+
+def read_run_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise RunError(f"{path}: file not found")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise RunError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from err
+    if not isinstance(meta, dict):
+        raise RunError(f"{path}: expected a JSON object")
+    return meta
+
+
+def _label_names(path: Path, meta: Mapping[str, Any]) -> tuple[str, ...]:
+    names = meta.get("label_names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise RunError(f"{path}: 'label_names' must be a non-empty list of label names")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise RunError(f"{path}: duplicate label names {duplicates}")
+    return tuple(names)
+
+
+def _rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, row) of a CSV file whose header holds every required column."""
+    if not path.is_file():
+        raise RunError(f"{path}: file not found")
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            raise RunError(f"{path}: empty file (no header)")
+        header = [h.strip() for h in header]
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise RunError(f"{path}: missing column(s) {', '.join(repr(c) for c in missing)}")
+        for values in reader:
+            if not values or all(not v.strip() for v in values):
+                continue
+            if len(values) != len(header):
+                raise RunError(f"{path}: line {reader.line_num}: expected {len(header)} fields, found {len(values)}")
+            yield reader.line_num, dict(zip(header, (v.strip() for v in values), strict=True))
+
+
+def read_labels(path: Path, label_names: Sequence[str]) -> dict[str, tuple[str, np.ndarray]]:
+    """filename -> (patient_id, 0/1 vector in ``label_names`` order)."""
+    truth: dict[str, tuple[str, np.ndarray]] = {}
+    for line, row in _rows(path, [*LABEL_KEY_COLUMNS, *label_names]):
+        name = row["filename"]
+        if not name:
+            raise RunError(f"{path}: line {line}: empty filename")
+        if name in truth:
+            raise RunError(f"{path}: line {line}: duplicate filename {name!r}")
+        vector = np.zeros(len(label_names), dtype=np.int8)
+        for j, label in enumerate(label_names):
+            text = row[label]
+            try:
+                value = float(text)
+            except ValueError:
+                raise RunError(f"{path}: line {line}: {label!r} is {text!r}, expected 0 or 1") from None
+            if value not in (0.0, 1.0):
+                raise RunError(f"{path}: line {line}: {label!r} is {text!r}, expected 0 or 1")
+            vector[j] = int(value)
+        truth[name] = (row["patient_id"], vector)
+    if not truth:
+        raise RunError(f"{path}: no rows")
+    return truth
+
+
+def _probability(path: Path, line: int, label: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise RunError(f"{path}: line {line}: probability of {label!r} is {text!r}, not a number") from None
+    if math.isnan(value):
+        raise RunError(f"{path}: line {line}: probability of {label!r} is NaN")
+    if not 0.0 <= value <= 1.0:
+        raise RunError(f"{path}: line {line}: probability of {label!r} is {text}, outside [0, 1]")
+    return value
+
+
+def read_predictions(
+    path: Path, label_names: Sequence[str], truth: Mapping[str, tuple[str, np.ndarray]]
+) -> dict[tuple[str, int, str], Predictions]:
+    """(model, fold, subset) -> :class:`Predictions`, checked against the ground truth of ``labels.csv``."""
+    names: dict[tuple[str, int, str], list[str]] = {}
+    probs: dict[tuple[str, int, str], list[list[float]]] = {}
+    seen: set[tuple[str, int, str, str]] = set()
+    for line, row in _rows(path, [*PREDICTION_KEY_COLUMNS, *label_names]):
+        name = row["filename"]
+        if name not in truth:
+            raise RunError(f"{path}: line {line}: filename {name!r} is not in {LABELS_CSV}")
+        patient = truth[name][0]
+        if row["patient_id"] != patient:
+            raise RunError(
+                f"{path}: line {line}: patient_id {row['patient_id']!r} of {name!r} differs from {patient!r} "
+                f"in {LABELS_CSV}"
+            )
+        model = row["model"]
+        if not model:
+            raise RunError(f"{path}: line {line}: empty model name")
+        try:
+            fold = int(row["fold"])
+        except ValueError:
+            raise RunError(f"{path}: line {line}: fold {row['fold']!r} is not an integer") from None
+        subset = row["subset"]
+        if subset not in SUBSETS:
+            raise RunError(f"{path}: line {line}: subset {subset!r} must be one of {', '.join(SUBSETS)}")
+        if (model, fold, subset, name) in seen:
+            raise RunError(f"{path}: line {line}: {name!r} appears twice for model {model!r} fold {fold} {subset}")
+        seen.add((model, fold, subset, name))
+        key = (model, fold, subset)
+        names.setdefault(key, []).append(name)
+        probs.setdefault(key, []).append([_probability(path, line, lab, row[lab]) for lab in label_names])
+    if not names:
+        raise RunError(f"{path}: no rows")
+    for model, fold, subset, name in seen:
+        if subset == "test" and (model, fold, "val", name) in seen:
+            raise RunError(f"{path}: {name!r} is in both test and val of model {model!r} fold {fold}")
+    return {
+        key: Predictions(
+            filenames=tuple(files),
+            probs=np.asarray(probs[key], dtype=np.float64).reshape(len(files), len(label_names)),
+            truth=np.stack([truth[f][1] for f in files]),
+        )
+        for key, files in names.items()
+    }

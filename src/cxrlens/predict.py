@@ -1,0 +1,88 @@
+"""Predict labels for any image files with the models of a trained run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cxrlens.config import PreprocessConfig
+from cxrlens.data.preprocess import preprocess_file
+from cxrlens.errors import RunError
+from cxrlens.models.checkpoint import load_model
+from cxrlens.train.rundir import RunDir
+
+
+def select_models(run: RunDir, model: str = "ensemble", fold: int | None = None) -> list[tuple[str, int]]:
+    """Trained (model, fold) pairs matching ``model`` ('ensemble' = all models) and ``fold``."""
+    pairs = run.trained()
+    if not pairs:
+        raise RunError(f"{run.root}: no trained models yet (run `cxrlens cv` or `cxrlens train`)")
+    names = sorted({m for m, _ in pairs})
+    if model != "ensemble":
+        if model not in names:
+            raise RunError(f"model {model!r} is not trained in {run.root}; trained: {', '.join(names)}, ensemble")
+        pairs = [p for p in pairs if p[0] == model]
+    if fold is not None:
+        folds = sorted({f for _, f in pairs})
+        pairs = [p for p in pairs if p[1] == fold]
+        if not pairs:
+            raise RunError(f"fold {fold} has no trained {model} model; folds: {folds}")
+    return pairs
+
+
+def thresholds_for(run: RunDir, label_names: Sequence[str], model: str = "ensemble") -> dict[str, float]:
+    """The run's decision thresholds: the configured number, or the per-label ones tuned on validation
+    (mean over folds) when the run's evaluate.threshold is 'tuned'."""
+    value = run.read_config().evaluate.threshold
+    if not isinstance(value, str):
+        return {name: float(value) for name in label_names}
+    metrics = run.root / "evaluation" / "metrics.json"
+    if not metrics.is_file():
+        raise RunError(f"{run.root}: thresholds are 'tuned' but not computed yet; run `cxrlens evaluate` first")
+    entries = json.loads(metrics.read_text(encoding="utf-8"))["entries"]
+    entry = entries.get("ensemble-mean" if model == "ensemble" else model) or entries.get(model)
+    if entry is None:
+        raise RunError(f"{metrics}: no tuned thresholds for {model!r}; rerun `cxrlens evaluate`")
+    tuned = np.mean([fold["thresholds"] for fold in entry["folds"]], axis=0)
+    return dict(zip(label_names, (float(t) for t in tuned), strict=True))
+
+
+def predict_images(
+    run_dir: str | Path, images: Sequence[str | Path], model: str = "ensemble", fold: int | None = None
+) -> dict[str, Any]:
+    run = RunDir(Path(run_dir))
+    info = run.read_info()
+    label_names = list(info["label_names"])
+    preprocess = PreprocessConfig.model_validate(info["preprocess"])
+    pairs = select_models(run, model, fold)
+    batch = torch.from_numpy(np.stack([preprocess_file(p, preprocess) for p in images]))[:, None]
+    per_model: dict[str, list[np.ndarray]] = {}
+    for name, k in pairs:
+        net, _ = load_model(run.model_file(name, k), label_names)
+        with torch.no_grad():
+            per_model.setdefault(name, []).append(torch.sigmoid(net(batch)).numpy())
+    # mean over the folds of each model, then over models (the ensemble's mean probability)
+    probs = np.mean([np.mean(folds, axis=0) for folds in per_model.values()], axis=0)
+    thresholds = thresholds_for(run, label_names, model)
+    results = []
+    for path, row in zip(images, probs, strict=True):
+        named = {label: float(p) for label, p in zip(label_names, row, strict=True)}
+        results.append(
+            {
+                "image": str(path),
+                "probabilities": named,
+                "positive": [label for label, p in named.items() if p >= thresholds[label]],
+            }
+        )
+    return {
+        "model": model,
+        "models": sorted(per_model),
+        "folds": sorted({k for _, k in pairs}),
+        "thresholds": thresholds,
+        "images": results,
+    }

@@ -21,6 +21,10 @@ demo: $(STAMP)
 	$(BIN)/cxrlens data split --data @sample --folds 3 --seed 0 --out $(DEMO)/splits.csv
 	$(BIN)/cxrlens cv --config configs/demo.yaml --run $(DEMO)/run --splits $(DEMO)/splits.csv --cache $(DEMO)/cache
 	$(BIN)/cxrlens evaluate --run $(DEMO)/run
+	$(BIN)/cxrlens explain --run $(DEMO)/run
+	$(BIN)/cxrlens evaluate-explanations --run $(DEMO)/run
+	$(BIN)/cxrlens nap --run $(DEMO)/run --model resnet18
+	$(BIN)/cxrlens report --run $(DEMO)/run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -150,12 +150,31 @@ class TrainConfig(StrictModel):
     seed: int = 0
     channels_last: bool = Field(False, description="channels-last memory format (speed, same results)")
     limit_batches: int | None = Field(None, ge=1, description="at most this many batches per epoch (quick runs)")
+    tensorboard: bool = Field(False, description="also log to TensorBoard (needs the tensorboard package)")
 
 
 class EvaluateConfig(StrictModel):
     threshold: float | Literal["tuned"] = Field(0.5, description="0.5, another float, or 'tuned' on validation")
     min_support: int = Field(5, ge=1, description="labels with fewer test positives are marked, not averaged")
     ensembles: bool = True
+
+
+class ExplainConfig(StrictModel):
+    """The ``explain:`` part of a study config (all overridable on the command line).
+
+    Per-method ``params`` are validated by the method registry (``cxrlens methods`` lists them).
+    """
+
+    images: list[str] = Field(default_factory=list, description="filenames of the run's data, or image paths")
+    n_images: int = Field(4, ge=0, description="test images picked when none are named (labels covered first)")
+    followup: bool = Field(True, description="also explain the test patient with most follow-up images")
+    models: list[str] = Field(default_factory=list, description="model names and/or 'ensemble' (default: all)")
+    methods: list[str] = Field(default_factory=list, description="method names (default: all)")
+    labels: list[str] = Field(default_factory=list, description="labels (default: predicted + true positives)")
+    fold: int | None = Field(None, description="use this fold's models for every image")
+    memory_gib: float = Field(8.0, gt=0, description="memory budget that sets the batch sizes")
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-method parameters")
+    figures: bool = True
 
 
 class CVConfig(StrictModel):
@@ -173,7 +192,7 @@ class RunConfig(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     cv: CVConfig = Field(default_factory=CVConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
-    explain: dict[str, Any] = Field(default_factory=dict, description="see ExplainConfig")
+    explain: ExplainConfig = Field(default_factory=ExplainConfig)
     report: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from cxrlens.cli import data, evaluate, train
+from cxrlens.cli import data, evaluate, explain, report, train, xai
 from cxrlens.cli.common import err_console, tune_allocator
 from cxrlens.errors import CxrlensError
 
@@ -23,6 +23,11 @@ app.command("train")(train.train_cmd)
 app.command("cv")(train.cv_cmd)
 app.command("predict")(train.predict_cmd)
 app.command("evaluate")(evaluate.evaluate_cmd)
+app.command("methods")(explain.methods_cmd)
+app.command("explain")(explain.explain_cmd)
+app.command("nap")(explain.nap_cmd)
+app.command("evaluate-explanations")(xai.evaluate_explanations_cmd)
+app.command("report")(report.report_cmd)
 
 
 def main() -> None:

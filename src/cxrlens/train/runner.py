@@ -113,8 +113,9 @@ class _AtomicCheckpointIO:
         return AtomicTorchCheckpointIO()
 
 
-def _quiet_lightning() -> None:
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric"):
+def quiet_lightning() -> None:
+    """Lightning's start-up notes (GPU/TPU availability, tips) are noise for our users; warnings stay."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -127,6 +128,22 @@ def _devices(value: str) -> Any:
         return int(value)
     except ValueError:
         raise RunError(f"--devices must be 'auto', a count or a list like 0,1 (got {value!r})") from None
+
+
+def _loggers(cfg: RunConfig, out: Path) -> list[Any]:
+    from lightning.pytorch.loggers import CSVLogger
+
+    loggers: list[Any] = [CSVLogger(save_dir=str(out), name="", version="logs")]
+    if cfg.train.tensorboard:
+        try:
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            loggers.append(TensorBoardLogger(save_dir=str(out), name="", version="tensorboard"))
+        except ModuleNotFoundError:
+            raise RunError(
+                "train.tensorboard is on but tensorboard is not installed (pip install tensorboard)"
+            ) from None
+    return loggers
 
 
 def predict_probs(model: CxrClassifier, loader: Any) -> np.ndarray:
@@ -163,7 +180,6 @@ def train_fold(
         warnings.filterwarnings("ignore", message=r".*treespec.*")
         import lightning as L
         from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-        from lightning.pytorch.loggers import CSVLogger
 
         from cxrlens.train.module import CxrLitModule
 
@@ -202,7 +218,7 @@ def train_fold(
     all_callbacks: list[Any] = [checkpoint, *callbacks]
     if has_val and cfg.train.patience > 0:
         all_callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=cfg.train.patience))
-    _quiet_lightning()
+    quiet_lightning()
     trainer = L.Trainer(
         max_epochs=cfg.train.epochs,
         accelerator=cfg.train.accelerator,
@@ -211,7 +227,7 @@ def train_fold(
         strategy=cfg.train.strategy,
         precision=cfg.train.precision,  # type: ignore[arg-type]
         callbacks=all_callbacks,
-        logger=CSVLogger(save_dir=str(out), name="", version="logs"),
+        logger=_loggers(cfg, out),
         plugins=[_AtomicCheckpointIO.make()],
         enable_model_summary=False,
         enable_progress_bar=enable_progress_bar,

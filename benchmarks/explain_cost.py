@@ -1,0 +1,193 @@
+"""Cost of every attribution method on every backbone at 512 px, and the all-labels speed-up.
+
+    python benchmarks/explain_cost.py [--models resnet18 densenet161] [--methods ...] [--size 512]
+                                      [--max-passes 64] [--markdown docs/explain_cost.md]
+
+Part 1: for each backbone x method, seconds per image-label and peak memory (RSS of a fresh process
+running one image with cxrlens' defaults and the default 8 GiB budget). Perturbation methods whose
+default needs more than ``--max-passes`` forward passes are timed on that many passes and the time is
+extrapolated per pass (marked "~"); their peak memory is measured at the real batch size.
+Part 2 (side by side in one run): occlusion for 14 labels, cxrlens (one set of passes for all labels)
+vs captum's per-label loop (``Occlusion.attribute`` once per label, perturbations_per_eval=16).
+Weights are random (timing does not depend on them); every run uses the allocator fix (reference §9).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import warnings
+
+PAPER_MODELS = ["resnet18", "resnet34", "inception_v3", "inception_resnet_v2", "densenet161"]
+
+
+def child_cost(model_name: str, method_name: str, size: int, max_passes: int) -> dict:
+    import torch
+
+    from cxrlens.explain.budget import GIB, measure
+    from cxrlens.explain.methods import Context, get_method
+    from cxrlens.explain.prepare import prepare_model
+    from cxrlens.models import create_model
+
+    warnings.simplefilter("ignore")
+    torch.manual_seed(0)
+    model = prepare_model(create_model(model_name, num_labels=14).eval())
+    method = get_method(method_name)
+    params = method.parse()
+    cost = method.cost(params, size)
+    full_passes = cost["forward"] + cost["backward"]
+    labels = 14 if not method.per_label_cost else 1
+    scale = 1.0
+    if method.family == "perturbation" and cost["forward"] > max_passes:
+        if method_name == "occlusion":
+            window = max(1, size // 16)
+            stride = window  # fewer positions, same batch and per-pass work
+            while (size // stride) ** 2 > max_passes:
+                stride *= 2
+            params = method.parse({"window": max(window, stride), "stride": stride})
+        else:
+            params = method.parse({"segments": max_passes, "n_samples": 1} if "n_samples" in params.model_fields
+                                  else {"segments": max_passes})  # fmt: skip
+        run_cost = method.cost(params, size)
+        scale = (cost["forward"]) / run_cost["forward"]
+    x = torch.rand(1, 1, size, size)
+    context = Context(model, measure(model, size), 8 * GIB, layer_name=model.gradcam_layer_name)
+    start = time.perf_counter()
+    method.run(context, params, x, list(range(labels)))
+    seconds = (time.perf_counter() - start) * scale
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB -> GiB
+    return {
+        "model": model_name,
+        "method": method_name,
+        "seconds_per_image_label": seconds / labels,
+        "seconds_per_image_all_labels": seconds if labels > 1 else None,
+        "peak_gib": peak,
+        "passes": full_passes,
+        "extrapolated": scale != 1.0,
+    }
+
+
+def child_speedup(model_name: str, size: int, window: int, stride: int, labels: int) -> dict:
+    import torch
+    from captum.attr import Occlusion
+
+    from cxrlens.explain.perturbation import occlusion, occlusion_passes
+    from cxrlens.models import create_model
+
+    warnings.simplefilter("ignore")
+    torch.manual_seed(0)
+    model = create_model(model_name, num_labels=14).eval()
+    x = torch.rand(1, 1, size, size)
+    targets = list(range(labels))
+    start = time.perf_counter()
+    ours = occlusion(model, x, targets, (window, window), (stride, stride), batch=16)
+    ours_s = time.perf_counter() - start
+    start = time.perf_counter()
+    reference = []
+    with torch.no_grad():
+        for target in targets:
+            reference.append(
+                Occlusion(model).attribute(
+                    x, sliding_window_shapes=(1, window, window), strides=(1, stride, stride), target=target,
+                    perturbations_per_eval=16,
+                )[0, 0]
+            )  # fmt: skip
+    captum_s = time.perf_counter() - start
+    same = bool(torch.allclose(ours, torch.stack(reference), atol=1e-4, rtol=1e-3))
+    passes = occlusion_passes((size, size), (window, window), (stride, stride))
+    return {"ours_s": ours_s, "captum_s": captum_s, "same": same, "passes": passes, "labels": labels}
+
+
+def _run_child(args: list[str]) -> dict:
+    env = dict(os.environ)
+    out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=PAPER_MODELS)
+    parser.add_argument("--methods", nargs="+", default=None)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--max-passes", type=int, default=64)
+    parser.add_argument("--skip-costs", action="store_true")
+    parser.add_argument("--speedup-model", default="resnet18")
+    parser.add_argument("--speedup-window", type=int, default=64)
+    parser.add_argument("--speedup-stride", type=int, default=32)
+    parser.add_argument("--markdown", default=None, help="also write the tables to this file")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        from cxrlens.cli.common import tune_allocator
+
+        tune_allocator()
+        kind, *rest = args.child
+        if kind == "cost":
+            print(json.dumps(child_cost(rest[0], rest[1], int(rest[2]), int(rest[3]))))
+        else:
+            print(json.dumps(child_speedup(rest[0], int(rest[1]), int(rest[2]), int(rest[3]), int(rest[4]))))
+        return
+
+    from cxrlens.explain.methods import method_names
+
+    methods = args.methods or method_names()
+    lines = []
+    if not args.skip_costs:
+        lines += [
+            f"### Seconds per image-label and peak memory, {args.size} px, 2 CPU cores, budget 8 GiB",
+            "",
+            "| method | " + " | ".join(args.models) + " |",
+            "|---|" + "---|" * len(args.models),
+        ]
+        print("\n".join(lines), flush=True)
+        for method in methods:
+            cells = []
+            for model in args.models:
+                r = _run_child(["--child", "cost", model, method, str(args.size), str(args.max_passes)])
+                if "error" in r:
+                    cells.append(f"error: {r['error'][:60]}")
+                else:
+                    mark = "~" if r["extrapolated"] else ""
+                    cells.append(f"{mark}{r['seconds_per_image_label']:.2f} s, {r['peak_gib']:.1f} GiB")
+            row = f"| {method} | " + " | ".join(cells) + " |"
+            lines.append(row)
+            print(row, flush=True)
+        lines += ["", "~ extrapolated per forward pass from a run of at most "
+                  f"{args.max_passes} passes; perturbation methods serve all 14 labels with one set of passes, "
+                  "so their per-image-label time is the all-labels time / 14.", ""]  # fmt: skip
+    r = _run_child(["--child", "speedup", args.speedup_model, str(args.size), str(args.speedup_window),
+                    str(args.speedup_stride), "14"])  # fmt: skip
+    speed = [
+        f"### All labels at once: occlusion, 14 labels, {args.speedup_model}, {args.size} px, "
+        f"window {args.speedup_window}, stride {args.speedup_stride}",
+        "",
+        "| | seconds | forward passes |",
+        "|---|---:|---:|",
+    ]
+    if "error" in r:
+        speed.append(f"| error | {r['error']} | |")
+    else:
+        speed += [
+            f"| captum, one call per label | {r['captum_s']:.1f} | {(r['passes'] + 1) * r['labels']} |",
+            f"| cxrlens, all labels from the same passes | {r['ours_s']:.1f} | {r['passes'] + 1} |",
+            f"| speed-up | **{r['captum_s'] / r['ours_s']:.1f}x** | maps equal: {r['same']} |",
+        ]
+    print("\n".join(["", *speed]))
+    lines += speed
+    if args.markdown:
+        from pathlib import Path
+
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

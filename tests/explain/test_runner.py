@@ -1,0 +1,105 @@
+"""`explain` end to end on a tiny trained run: maps, sidecars, overlays, figures, resume, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cxrlens.config import ExplainConfig
+from cxrlens.errors import RegistryError, RunError
+from cxrlens.explain.runner import make_plan, run_explain
+from cxrlens.explain.store import MapStore, load_map
+from cxrlens.train.runner import open_study, run_cv
+from tests.train.test_runner import tiny_config
+
+METHODS = ["saliency", "deeplift", "gradcam", "occlusion"]
+PARAMS = {"occlusion": {"window": 12, "stride": 12}}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("explain")
+    cfg = tiny_config(root, **{"train.epochs": 1, "cv.folds": None})
+    study = open_study(cfg, root / "run")
+    run_cv(study, enable_progress_bar=False)
+    return study
+
+
+@pytest.fixture(scope="module")
+def explained(study):
+    cfg = ExplainConfig(n_images=2, methods=METHODS, params=PARAMS)
+    return run_explain(study, cfg, enable_progress_bar=False)
+
+
+def test_maps_sidecars_overlays_and_figures(study, explained):
+    assert explained["models"] == ["tiny", "ensemble"]
+    assert explained["maps_written"] == explained["maps_total"] > 0
+    assert explained["not_applicable"] == ["gradcam on ensemble: the ensemble has no single layer"]
+    store = MapStore(study.run.root / "explanations")
+    entries = store.read_index()
+    sidecar = entries[0]
+    for key in ("image", "model", "fold", "checkpoint", "checkpoint_sha256", "method", "parameters", "label",
+                "probability", "runtime_s", "delta"):  # fmt: skip
+        assert key in sidecar
+    values = load_map(store.root / sidecar["map"])
+    assert values.shape == (48, 48) and np.isfinite(values).all()
+    assert store.overlay_path(sidecar["image"], sidecar["model"], sidecar["method"], sidecar["label"]).is_file()
+    deltas = [e["delta"] for e in entries if e["method"] == "deeplift"]
+    assert deltas and all(d is not None for d in deltas)
+    names = [p.rsplit("/", 1)[1] for p in explained["figures"]]
+    assert any(n.startswith("grid_") for n in names)
+    assert any(n.startswith("occlusion_models_") for n in names)
+    assert any(n.startswith("followup_") for n in names), "the sample's follow-up patient gets its figure"
+
+
+def test_each_image_is_explained_by_the_models_that_never_trained_on_it(study, explained):
+    entries = MapStore(study.run.root / "explanations").read_index()
+    test_fold = {(r.filename, r.fold) for r in study.splits if r.subset == "test"}
+    for entry in entries:
+        assert (entry["image"], entry["fold"]) in test_fold
+
+
+def test_labels_default_to_predicted_and_true_positives(study, explained):
+    for entry in MapStore(study.run.root / "explanations").read_index():
+        assert entry["true"] or entry["predicted"] or entry["labels_in_call"] == 1
+
+
+def test_rerun_reuses_existing_maps(study, explained):
+    again = run_explain(study, ExplainConfig(n_images=2, methods=METHODS, params=PARAMS), enable_progress_bar=False)
+    assert again["maps_written"] == 0 and again["maps_total"] == explained["maps_total"]
+    changed = run_explain(
+        study,
+        ExplainConfig(n_images=2, methods=["occlusion"], params={"occlusion": {"window": 24}}, followup=False),
+        enable_progress_bar=False,
+    )
+    assert changed["maps_written"] > 0  # other parameters: recomputed, not silently reused
+
+
+def test_an_image_outside_the_data_can_be_explained(study, tmp_path):
+    from cxrlens.data.sources import sample_root
+
+    image = sorted((sample_root() / "images" / "kermany").iterdir())[0]
+    cfg = ExplainConfig(images=[str(image)], methods=["saliency"], labels=["COVID-19"], fold=1, figures=False)
+    result = run_explain(study, cfg, enable_progress_bar=False)
+    assert result["maps_written"] == 2  # tiny and the ensemble
+    entry = json.loads(
+        next((study.run.root / "explanations" / "maps").rglob("COVID-19.json")).read_text(encoding="utf-8")
+    )
+    assert entry["label"] == "COVID-19"
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"methods": ["occlussion"]}, RegistryError, "unknown attribution method 'occlussion'; valid:"),
+        ({"labels": ["Covid"]}, RunError, r"unknown label\(s\) \['Covid'\]; valid:"),
+        ({"models": ["resnet18"]}, RunError, "model 'resnet18' is not trained"),
+        ({"images": ["nope.png"]}, RunError, "nope.png: not an image of the run's data"),
+        ({"models": ["ensemble"], "methods": ["gradcam"]}, RunError, "gradcam cannot explain the ensemble"),
+        ({"fold": 9}, RunError, "fold 9 has no trained models"),
+        ({"params": {"occlusion": {"size": 3}}}, Exception, "occlusion parameters: size: unknown option"),
+    ],
+)
+def test_bad_requests_fail_before_any_work(study, options, error, message):
+    with pytest.raises(error, match=message):
+        make_plan(study, ExplainConfig(n_images=1, **options))

@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/cxrlens cv --config configs/demo.yaml --run $(DEMO)/run --splits $(DEMO)/splits.csv --cache $(DEMO)/cache
 	$(BIN)/cxrlens evaluate --run $(DEMO)/run
 	$(BIN)/cxrlens explain --run $(DEMO)/run
-	$(BIN)/cxrlens evaluate-explanations --run $(DEMO)/run
+	$(BIN)/cxrlens evaluate-explanations --run $(DEMO)/run --steps 10 --sanity-images 1 --stability-images 1
 	$(BIN)/cxrlens nap --run $(DEMO)/run --model resnet18
 	$(BIN)/cxrlens report --run $(DEMO)/run
 

@@ -68,3 +68,22 @@ def make_dataset(root: Path, n: int = 24, patients: int | None = None) -> Path:
 @pytest.fixture
 def tiny_data(tmp_path: Path) -> Path:
     return make_dataset(tmp_path / "data")
+
+
+def real_run_config(realdata: Path, tmp_path: Path, **extra: object):  # type: ignore[no-untyped-def]
+    """A quick study on the real data: the tiny model, 64 px, fold 0 of a 5-fold split."""
+    from cxrlens.config import load_run_config
+
+    overrides = {
+        "data.sources": [str(realdata)],
+        "data.preprocess.size": 64,
+        "data.cache_dir": str(tmp_path / "cache"),
+        "models.names": ["tiny"],
+        "train.epochs": 2,
+        "train.batch_size": 32,
+        "train.patience": 0,
+        "cv.split.folds": 5,
+        "cv.folds": [0],
+        **extra,
+    }
+    return load_run_config(None, overrides)

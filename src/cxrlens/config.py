@@ -167,7 +167,7 @@ class ExplainConfig(StrictModel):
 
     images: list[str] = Field(default_factory=list, description="filenames of the run's data, or image paths")
     n_images: int = Field(4, ge=0, description="test images picked when none are named (labels covered first)")
-    followup: bool = Field(True, description="also explain the test patient with most follow-up images")
+    followup_images: int = Field(4, ge=0, description="images of the test patient with most follow-ups (0: none)")
     models: list[str] = Field(default_factory=list, description="model names and/or 'ensemble' (default: all)")
     methods: list[str] = Field(default_factory=list, description="method names (default: all)")
     labels: list[str] = Field(default_factory=list, description="labels (default: predicted + true positives)")

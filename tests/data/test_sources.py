@@ -141,6 +141,8 @@ BAD_ROWS = {
     "missing file": ([["images/gone.png", "p9", "No Finding"]], "metadata.csv:5: image file not found"),
     "escapes folder": ([["../../etc/passwd", "p9", "No Finding"]], "metadata.csv:5: filename '../../etc/passwd'"),
     "absolute path": ([["/etc/passwd", "p9", "No Finding"]], "outside the data folder"),
+    "windows drive path": ([["C:\\Windows\\win.ini", "p9", "No Finding"]], "outside the data folder"),
+    "windows escape": ([["..\\..\\etc\\passwd", "p9", "No Finding"]], "outside the data folder"),
     "duplicate row": ([["images/ok1.png", "p1", "No Finding"]], "duplicate row: images/ok1.png"),
     "unknown finding": ([["images/ok0.png", "p0", "Covid-20"]], "unknown finding"),
     "empty patient": ([["images/ok2.png", "", "No Finding"]], "empty patient_id"),
@@ -196,3 +198,11 @@ def test_undecodable_files_pass_the_table_stage(tmp_path):
     (root / "images" / "fake.png").write_bytes(b"not a png")
     assert len(load_dataset([str(root)])) == 4
     assert np.all([r.path.is_file() for r in load_dataset([str(root)]).records])
+
+
+def test_windows_separators_in_a_csv_are_understood(tmp_path):
+    root = tmp_path / "win"
+    save_png(root / "images" / "a.png", xray_like(64, 64))
+    write_csv(root / "metadata.csv", HEADER, [["images\\a.png", "p1", "No Finding"]])
+    ds = load_dataset([str(root)])
+    assert ds.records[0].path == root / "images" / "a.png"

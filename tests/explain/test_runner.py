@@ -69,7 +69,7 @@ def test_rerun_reuses_existing_maps(study, explained):
     assert again["maps_written"] == 0 and again["maps_total"] == explained["maps_total"]
     changed = run_explain(
         study,
-        ExplainConfig(n_images=2, methods=["occlusion"], params={"occlusion": {"window": 24}}, followup=False),
+        ExplainConfig(n_images=2, methods=["occlusion"], params={"occlusion": {"window": 24}}, followup_images=0),
         enable_progress_bar=False,
     )
     assert changed["maps_written"] > 0  # other parameters: recomputed, not silently reused

@@ -34,7 +34,7 @@ def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("xai")
     study = open_study(tiny_config(root, **{"train.epochs": 1, "cv.folds": None}), root / "run")
     run_cv(study, enable_progress_bar=False)
-    cfg = ExplainConfig(n_images=3, methods=METHODS, params=PARAMS, followup=False, figures=False)
+    cfg = ExplainConfig(n_images=3, methods=METHODS, params=PARAMS, followup_images=0, figures=False)
     run_explain(study, cfg, enable_progress_bar=False)
     return study.run.root
 
@@ -150,7 +150,7 @@ def test_one_fold_and_no_masks_are_reported_as_notes(tmp_path):
     with pytest.raises(RunError, match="no explanations yet"):
         evaluate_explanations(study.run.root, **FAST)
     unmasked = sorted(r.filename for r in study.dataset.records if r.lung_mask is None)[0]
-    cfg = ExplainConfig(images=[unmasked], methods=["saliency"], models=["tiny"], figures=False, followup=False)
+    cfg = ExplainConfig(images=[unmasked], methods=["saliency"], models=["tiny"], figures=False, followup_images=0)
     run_explain(study, cfg, enable_progress_bar=False)
     result = evaluate_explanations(study.run.root, sanity=False, **FAST)
     assert any("only one fold is trained" in note for note in result["notes"])

@@ -76,3 +76,11 @@ def test_errors_are_clear():
         inception.eval()(torch.rand(1, 1, 64, 64))
     with pytest.raises(ModelError, match="training needs images of at least 299 px"):
         inception.train().forward_train(torch.rand(2, 1, 128, 128))
+
+
+def test_top_level_factory():
+    import cxrlens
+
+    model = cxrlens.create_model("resnet18", num_labels=14, weights="none")
+    assert count_parameters(model) == TABLE1["resnet18"]
+    assert "densenet161" in cxrlens.model_names()

@@ -143,7 +143,7 @@ def tiny_run(tmp_path_factory):
     _add_second_model(study.run.root)
     write_evaluation(study.run.root, evaluate_run(study.run.root, min_support=1))
     methods = ["gradcam", "occlusion", "saliency"]
-    cfg = ExplainConfig(n_images=2, methods=methods, params=EXPLAIN_PARAMS, followup=False)  # followups: slow
+    cfg = ExplainConfig(n_images=2, methods=methods, params=EXPLAIN_PARAMS, followup_images=0)  # followups: slow
     run_explain(study, cfg, enable_progress_bar=False)
     run_nap(study.run.root, "tiny")
     _write_xai(study.run.root, "tiny", methods)
@@ -190,7 +190,7 @@ def xss_run(tmp_path_factory):
     assert EVIL_FINDING in study.space.names
     run_cv(study, enable_progress_bar=False)
     write_evaluation(study.run.root, evaluate_run(study.run.root, min_support=1))
-    explain = ExplainConfig(images=[EVIL_FILE], methods=["saliency"], labels=[EVIL_FINDING], followup=False)
+    explain = ExplainConfig(images=[EVIL_FILE], methods=["saliency"], labels=[EVIL_FINDING], followup_images=0)
     run_explain(study, explain, enable_progress_bar=False)
     _write_xai(study.run.root, "tiny", ["saliency"], evil=True)
     return SimpleNamespace(root=study.run.root, index=build_report(study.run.root))

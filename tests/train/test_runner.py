@@ -11,6 +11,7 @@ from cxrlens.data.splits import fold_files
 from cxrlens.errors import RunError
 from cxrlens.models.checkpoint import load_model
 from cxrlens.train.runner import collect_predictions, open_study, run_cv, train_fold
+from tests.conftest import real_run_config
 
 
 def tiny_config(tmp_path, **extra):
@@ -114,20 +115,7 @@ def test_tiny_model_beats_the_label_prior_on_real_test_patients(realdata, tmp_pa
 
     from cxrlens.evaluate import label_prior_baseline
 
-    cfg = load_run_config(
-        None,
-        {
-            "data.sources": [str(realdata)],
-            "data.preprocess.size": 64,
-            "data.cache_dir": str(tmp_path / "cache"),
-            "models.names": ["tiny"],
-            "train.epochs": 4,
-            "train.batch_size": 32,
-            "train.patience": 0,
-            "cv.split.folds": 5,
-            "cv.folds": [0],
-        },
-    )
+    cfg = real_run_config(realdata, tmp_path, **{"train.epochs": 4})
     study = open_study(cfg, tmp_path / "run")
     train_fold(study, "tiny", 0, enable_progress_bar=False)
     collect_predictions(study.run, study.space.names)

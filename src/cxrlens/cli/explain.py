@@ -71,8 +71,8 @@ def explain_cmd(
 ) -> None:
     """Explain images with every chosen method, model and label; maps, overlays and figures (resumable)."""
     from cxrlens.explain.runner import explain_config, run_explain
-    from cxrlens.train.rundir import RunDir, append_command
-    from cxrlens.train.runner import _devices, open_study
+    from cxrlens.train.rundir import RunDir
+    from cxrlens.train.runner import open_study, parse_devices
 
     rundir = RunDir(run)
     cfg = rundir.read_config()
@@ -94,11 +94,10 @@ def explain_cmd(
     with progress_bar("opening run", None) as advance:
         study = open_study(cfg, run, progress=advance)
     result = run_explain(
-        study, explain, accelerator=accelerator, devices=_devices(devices), num_nodes=num_nodes, strategy=strategy
+        study, explain, accelerator=accelerator, devices=parse_devices(devices), num_nodes=num_nodes, strategy=strategy
     )
     if not result:
         return
-    append_command(rundir)
     console.print(
         f"{result['images']} image(s) x {len(result['models'])} model(s) x {len(result['methods'])} method(s): "
         f"{result['maps_written']} map(s) computed, {result['maps_total']} in {result['index']} "
@@ -121,13 +120,11 @@ def nap_cmd(
 ) -> None:
     """Neuron activation profiles: per layer, group-mean feature-map activations minus the mean over groups."""
     from cxrlens.explain.nap import parse_group_option, run_nap
-    from cxrlens.train.rundir import RunDir, append_command
 
     groups = dict(parse_group_option(g) for g in group) if group else None
     with progress_bar("activation profiles", None) as advance:
         summary = run_nap(run, model, fold=fold, layers=layers, groups=groups, images=images, top_k=top_k,
                           progress=advance)  # fmt: skip
-    append_command(RunDir(run))
     table = Table(title=f"neuron activation profiles: {model}, fold {summary['fold']}, {summary['n_images']} images")
     for column in ("layer", "feature maps", "dead", "most discriminative maps"):
         table.add_column(column)

@@ -14,6 +14,20 @@ from cxrlens.cli.common import console, err_console, progress_bar
 RunOpt = Annotated[Path, typer.Option("--run", "-r", help="run folder (created if missing)")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="study config YAML")]
 DataOpt = Annotated[list[str] | None, typer.Option("--data", "-d", help="data folder, CSV or @sample")]
+SplitsOpt = Annotated[Path | None, typer.Option("--splits", help="splits CSV (default: made in the run)")]
+SizeOpt = Annotated[int | None, typer.Option("--size", help="image size N")]
+CacheOpt = Annotated[Path | None, typer.Option("--cache", help="preprocessed-image cache folder")]
+WeightsOpt = Annotated[str | None, typer.Option("--weights", help="none, imagenet or a state-dict path")]
+EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="maximum epochs")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size")]
+PrecisionOpt = Annotated[str | None, typer.Option("--precision", help="32-true, bf16-mixed, 16-mixed")]
+AcceleratorOpt = Annotated[str | None, typer.Option("--accelerator", help="cpu, gpu, auto")]
+DevicesOpt = Annotated[str | None, typer.Option("--devices", help="auto, a count, or 0,1")]
+NodesOpt = Annotated[int | None, typer.Option("--num-nodes")]
+StrategyOpt = Annotated[str | None, typer.Option("--strategy", help="e.g. ddp")]
+SeedOpt = Annotated[int | None, typer.Option("--seed")]
+LimitOpt = Annotated[int | None, typer.Option("--limit-batches", help="batches per epoch (quick runs)")]
+SkipOpt = Annotated[bool, typer.Option("--skip-bad", help="skip unreadable images")]
 
 
 def models_cmd(as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False) -> None:
@@ -46,33 +60,36 @@ def models_cmd(as_json: Annotated[bool, typer.Option("--json", help="print a JSO
     console.print(table)
 
 
+_OPTION_KEYS = {
+    "data": "data.sources",
+    "size": "data.preprocess.size",
+    "cache": "data.cache_dir",
+    "skip_bad": "data.skip_bad",
+    "labels": "data.labels.preset",
+    "weights": "models.weights",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "lr": "train.lr",
+    "precision": "train.precision",
+    "accelerator": "train.accelerator",
+    "devices": "train.devices",
+    "num_nodes": "train.num_nodes",
+    "strategy": "train.strategy",
+    "seed": "train.seed",
+    "limit_batches": "train.limit_batches",
+    "channels_last": "train.channels_last",
+    "splits": "cv.splits",
+    "folds": "cv.split.folds",
+}
+
+
 def _overrides(**options: Any) -> dict[str, Any]:
-    mapping = {
-        "data": "data.sources",
-        "size": "data.preprocess.size",
-        "cache": "data.cache_dir",
-        "skip_bad": "data.skip_bad",
-        "labels": "data.labels.preset",
-        "weights": "models.weights",
-        "epochs": "train.epochs",
-        "batch_size": "train.batch_size",
-        "lr": "train.lr",
-        "precision": "train.precision",
-        "accelerator": "train.accelerator",
-        "devices": "train.devices",
-        "num_nodes": "train.num_nodes",
-        "strategy": "train.strategy",
-        "seed": "train.seed",
-        "limit_batches": "train.limit_batches",
-        "channels_last": "train.channels_last",
-        "splits": "cv.splits",
-        "folds": "cv.split.folds",
-    }
+    """Command-line options that were given, as dotted config keys."""
     out: dict[str, Any] = {}
     for key, value in options.items():
         if value is None or (value is False and key in {"skip_bad", "channels_last"}):
             continue
-        out[mapping[key]] = str(value) if key in {"cache", "splits", "devices"} else value
+        out[_OPTION_KEYS[key]] = str(value) if key in {"cache", "splits", "devices"} else value
     return out
 
 
@@ -98,47 +115,29 @@ def train_cmd(
     fold: Annotated[int, typer.Option("--fold", "-f", help="fold of the splits")] = 0,
     config: ConfigOpt = None,
     data: DataOpt = None,
-    splits: Annotated[Path | None, typer.Option("--splits", help="splits CSV (default: made in the run)")] = None,
-    size: Annotated[int | None, typer.Option("--size", help="image size N")] = None,
-    cache: Annotated[Path | None, typer.Option("--cache", help="preprocessed-image cache folder")] = None,
-    weights: Annotated[str | None, typer.Option("--weights", help="none, imagenet or a state-dict path")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    splits: SplitsOpt = None,
+    size: SizeOpt = None,
+    cache: CacheOpt = None,
+    weights: WeightsOpt = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
     lr: Annotated[float | None, typer.Option("--lr")] = None,
-    precision: Annotated[str | None, typer.Option("--precision", help="32-true, bf16-mixed, 16-mixed")] = None,
-    accelerator: Annotated[str | None, typer.Option("--accelerator", help="cpu, gpu, auto")] = None,
-    devices: Annotated[str | None, typer.Option("--devices", help="auto, a count, or 0,1")] = None,
-    num_nodes: Annotated[int | None, typer.Option("--num-nodes")] = None,
-    strategy: Annotated[str | None, typer.Option("--strategy", help="e.g. ddp")] = None,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
-    limit_batches: Annotated[int | None, typer.Option("--limit-batches", help="batches per epoch")] = None,
+    precision: PrecisionOpt = None,
+    accelerator: AcceleratorOpt = None,
+    devices: DevicesOpt = None,
+    num_nodes: NodesOpt = None,
+    strategy: StrategyOpt = None,
+    seed: SeedOpt = None,
+    limit_batches: LimitOpt = None,
     channels_last: Annotated[bool, typer.Option("--channels-last", help="channels-last memory format")] = False,
-    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip unreadable images")] = False,
+    skip_bad: SkipOpt = False,
     resume: Annotated[bool, typer.Option("--resume/--restart", help="continue from the last epoch")] = True,
 ) -> None:
     """Train one model on one fold; the validation part picks the epoch, the test part is predicted."""
     from cxrlens.models.registry import get_spec
     from cxrlens.train.runner import collect_predictions, open_study, train_fold
 
-    overrides = _overrides(
-        data=data,
-        splits=splits,
-        size=size,
-        cache=cache,
-        weights=weights,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        precision=precision,
-        accelerator=accelerator,
-        devices=devices,
-        num_nodes=num_nodes,
-        strategy=strategy,
-        seed=seed,
-        limit_batches=limit_batches,
-        channels_last=channels_last,
-        skip_bad=skip_bad,
-    )
+    overrides = _overrides(**{k: v for k, v in locals().items() if k in _OPTION_KEYS})
     cfg = study_config(config, run, overrides)
     get_spec(model)  # an unknown name fails before any data work
     with progress_bar("preparing images", None) as advance:
@@ -167,45 +166,28 @@ def cv_cmd(
     config: ConfigOpt = None,
     data: DataOpt = None,
     models: Annotated[list[str] | None, typer.Option("--model", "-m", help="models (default: config)")] = None,
-    splits: Annotated[Path | None, typer.Option("--splits", help="splits CSV (default: made in the run)")] = None,
+    splits: SplitsOpt = None,
     folds: Annotated[int | None, typer.Option("--folds", help="folds for a new split")] = None,
-    size: Annotated[int | None, typer.Option("--size", help="image size N")] = None,
-    cache: Annotated[Path | None, typer.Option("--cache", help="preprocessed-image cache folder")] = None,
-    weights: Annotated[str | None, typer.Option("--weights", help="none, imagenet or a state-dict path")] = None,
-    epochs: Annotated[int | None, typer.Option("--epochs")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
-    precision: Annotated[str | None, typer.Option("--precision")] = None,
-    accelerator: Annotated[str | None, typer.Option("--accelerator")] = None,
-    devices: Annotated[str | None, typer.Option("--devices")] = None,
-    num_nodes: Annotated[int | None, typer.Option("--num-nodes")] = None,
-    strategy: Annotated[str | None, typer.Option("--strategy")] = None,
-    seed: Annotated[int | None, typer.Option("--seed")] = None,
-    limit_batches: Annotated[int | None, typer.Option("--limit-batches")] = None,
-    skip_bad: Annotated[bool, typer.Option("--skip-bad")] = False,
+    size: SizeOpt = None,
+    cache: CacheOpt = None,
+    weights: WeightsOpt = None,
+    epochs: EpochsOpt = None,
+    batch_size: BatchOpt = None,
+    precision: PrecisionOpt = None,
+    accelerator: AcceleratorOpt = None,
+    devices: DevicesOpt = None,
+    num_nodes: NodesOpt = None,
+    strategy: StrategyOpt = None,
+    seed: SeedOpt = None,
+    limit_batches: LimitOpt = None,
+    skip_bad: SkipOpt = False,
     resume: Annotated[bool, typer.Option("--resume/--restart", help="skip finished pairs, continue others")] = True,
 ) -> None:
     """Cross-validation: every model x fold of the splits (resumable), out-of-fold predictions."""
     from cxrlens.models.registry import get_spec
     from cxrlens.train.runner import open_study, run_cv
 
-    overrides = _overrides(
-        data=data,
-        splits=splits,
-        folds=folds,
-        size=size,
-        cache=cache,
-        weights=weights,
-        epochs=epochs,
-        batch_size=batch_size,
-        precision=precision,
-        accelerator=accelerator,
-        devices=devices,
-        num_nodes=num_nodes,
-        strategy=strategy,
-        seed=seed,
-        limit_batches=limit_batches,
-        skip_bad=skip_bad,
-    )
+    overrides = _overrides(**{k: v for k, v in locals().items() if k in _OPTION_KEYS})
     if models:
         overrides["models.names"] = models
     cfg = study_config(config, run, overrides)

@@ -78,9 +78,15 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]
 
 
 def _safe_join(root: Path, relative: str) -> Path | None:
-    """``root/relative`` if it stays inside ``root`` (lexically: symlinks inside are allowed)."""
+    """``root/relative`` if it stays inside ``root`` (lexically: symlinks inside are allowed).
+
+    Windows separators in a CSV made on Windows (``images\\a.png``) are read as ``/``.
+    """
     if not relative or Path(relative).is_absolute() or relative.startswith(("/", "\\")):
         return None
+    if re.match(r"^[A-Za-z]:[\\/]", relative):  # a Windows drive path is absolute too
+        return None
+    relative = relative.replace("\\", "/")
     joined = Path(os.path.normpath(root / relative))
     root_norm = Path(os.path.normpath(root))
     if joined != root_norm and root_norm in joined.parents:

@@ -203,14 +203,21 @@ def _to_maps(attr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return summed[:, 0].detach()
 
 
-def _grad_method(make: Callable[[nn.Module], Any], copies: int = 1, **kwargs: Any) -> Callable[..., Attribution]:
-    """A captum gradient method over label chunks: the image repeated once per label."""
+def _grad_method(
+    make: Callable[[nn.Module, Context, Any], Any], copies: int = 1, **kwargs: Any
+) -> Callable[..., Attribution]:
+    """A captum gradient or layer method over label chunks: the image repeated once per label.
+
+    ``make(module, context, params)`` builds the captum algorithm; ``kwargs`` are passed to
+    ``attribute`` (a callable value is computed from the parameters); ``copies`` is how many images
+    one label costs in a batch (DeepLIFT and guided Grad-CAM: 2).
+    """
 
     def run(ctx: Context, params: Params, x: torch.Tensor, targets: Sequence[int]) -> Attribution:
-        algorithm = make(ctx.module(params))
+        algorithm = make(ctx.module(params), ctx, params)
+        extra = {k: (v(params) if callable(v) else v) for k, v in kwargs.items()}
         maps = []
         for chunk in _chunks(targets, ctx.grad_batch(copies)):
-            extra = {k: (v(params) if callable(v) else v) for k, v in kwargs.items()}
             maps.append(_to_maps(algorithm.attribute(_repeat(x, len(chunk)), target=chunk, **extra), x.shape[-2:]))
             if ctx.progress:
                 ctx.progress(len(chunk))
@@ -238,7 +245,7 @@ register(
         "gradient",
         "absolute input gradient of the label output (Simonyan et al.)",
         SaliencyParams,
-        _grad_method(lambda m: _captum("Saliency")(m), abs=lambda p: p.abs),
+        _grad_method(lambda m, c, p: _captum("Saliency")(m), abs=lambda p: p.abs),
         lambda p, s: _passes(1, 1),
         per_label_cost=True,
         signed=False,
@@ -250,7 +257,7 @@ register(
         "gradient",
         "input times gradient",
         GradientParams,
-        _grad_method(lambda m: _captum("InputXGradient")(m)),
+        _grad_method(lambda m, c, p: _captum("InputXGradient")(m)),
         lambda p, s: _passes(1, 1),
         per_label_cost=True,
     )
@@ -261,7 +268,7 @@ register(
         "gradient",
         "guided backpropagation (negative gradients stopped at every ReLU)",
         GradientParams,
-        _grad_method(lambda m: _captum("GuidedBackprop")(m)),
+        _grad_method(lambda m, c, p: _captum("GuidedBackprop")(m)),
         lambda p, s: _passes(1, 1),
         per_label_cost=True,
     )
@@ -381,32 +388,6 @@ register(
 # -- layer methods ---------------------------------------------------------------------------------
 
 
-def _gradcam(ctx: Context, params: GradCamParams, x: torch.Tensor, targets: Sequence[int]) -> Attribution:
-    module = ctx.module(params)
-    layer = ctx.layer(module, params, "gradcam")
-    algorithm = _captum("LayerGradCam")(module, layer)
-    maps = []
-    for chunk in _chunks(targets, ctx.grad_batch()):
-        attr = algorithm.attribute(_repeat(x, len(chunk)), target=chunk, relu_attributions=params.relu)
-        maps.append(_to_maps(attr, x.shape[-2:]))
-        if ctx.progress:
-            ctx.progress(len(chunk))
-    return Attribution(torch.cat(maps))
-
-
-def _guided_gradcam(ctx: Context, params: LayerParams, x: torch.Tensor, targets: Sequence[int]) -> Attribution:
-    module = ctx.module(params)
-    layer = ctx.layer(module, params, "guided_gradcam")
-    algorithm = _captum("GuidedGradCam")(module, layer)
-    maps = []
-    for chunk in _chunks(targets, ctx.grad_batch(2)):
-        attr = algorithm.attribute(_repeat(x, len(chunk)), target=chunk, interpolate_mode="bilinear")
-        maps.append(_to_maps(attr, x.shape[-2:]))
-        if ctx.progress:
-            ctx.progress(len(chunk))
-    return Attribution(torch.cat(maps))
-
-
 def _layer_integral(class_name: str, method: str) -> Callable[..., Attribution]:
     def run(ctx: Context, params: LayerIntegralParams, x: torch.Tensor, targets: Sequence[int]) -> Attribution:
         module = ctx.module(params)
@@ -435,7 +416,9 @@ register(
         "layer",
         "Grad-CAM on the model's last convolutional block, upsampled to the image",
         GradCamParams,
-        _gradcam,
+        _grad_method(
+            lambda m, c, p: _captum("LayerGradCam")(m, c.layer(m, p, "gradcam")), relu_attributions=lambda p: p.relu
+        ),
         lambda p, s: _passes(1, 1),
         per_label_cost=True,
         signed=False,
@@ -447,7 +430,11 @@ register(
         "layer",
         "guided Grad-CAM: guided backpropagation times upsampled Grad-CAM",
         LayerParams,
-        _guided_gradcam,
+        _grad_method(
+            lambda m, c, p: _captum("GuidedGradCam")(m, c.layer(m, p, "guided_gradcam")),
+            copies=2,
+            interpolate_mode="bilinear",
+        ),
         lambda p, s: _passes(2, 2),
         per_label_cost=True,
     )

@@ -144,10 +144,11 @@ def make_plan(study: Any, cfg: ExplainConfig) -> Plan:
 
     names = list(cfg.images) or _pick_images(records, test_fold, label_names, cfg.n_images)
     followup_patient = None
-    if cfg.followup and not cfg.images:
+    if cfg.followup_images > 1 and not cfg.images:
         followup_patient = _followup_patient(records, test_fold)
         if followup_patient:
-            names += [f for f in _patient_images(records, test_fold, followup_patient) if f not in names]
+            own = _patient_images(records, test_fold, followup_patient, cfg.followup_images)
+            names += [f for f in own if f not in names]
     items = []
     for name in names:
         rec = records.get(name)

@@ -119,7 +119,7 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def _devices(value: str) -> Any:
+def parse_devices(value: str) -> Any:
     if value == "auto":
         return "auto"
     if "," in value:
@@ -222,7 +222,7 @@ def train_fold(
     trainer = L.Trainer(
         max_epochs=cfg.train.epochs,
         accelerator=cfg.train.accelerator,
-        devices=_devices(cfg.train.devices),
+        devices=parse_devices(cfg.train.devices),
         num_nodes=cfg.train.num_nodes,
         strategy=cfg.train.strategy,
         precision=cfg.train.precision,  # type: ignore[arg-type]

@@ -1,0 +1,40 @@
+"""`explain` and `nap` on a run trained on the real data (small images, the tiny model, briefly)."""
+
+import json
+
+import pytest
+
+from cxrlens.config import ExplainConfig
+from cxrlens.explain.nap import run_nap
+from cxrlens.explain.runner import run_explain
+from cxrlens.explain.store import MapStore
+from cxrlens.train.runner import open_study, train_fold
+from tests.conftest import real_run_config
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_explain_and_nap_on_a_run_of_the_shared_data(realdata, tmp_path):
+    cfg = real_run_config(realdata, tmp_path)
+    study = open_study(cfg, tmp_path / "run")
+    train_fold(study, "tiny", 0, enable_progress_bar=False)
+    explain = ExplainConfig(
+        n_images=2,
+        followup_images=3,
+        methods=["saliency", "deeplift", "gradcam", "occlusion"],
+        params={"occlusion": {"window": 16, "stride": 16}},
+    )
+    result = run_explain(study, explain, enable_progress_bar=False)
+    assert result["maps_written"] > 0
+    entries = MapStore(study.run.root / "explanations").read_index()
+    assert {e["method"] for e in entries} == {"saliency", "deeplift", "gradcam", "occlusion"}
+    assert all((study.run.root / "explanations" / e["map"]).is_file() for e in entries)
+    names = [p.rsplit("/", 1)[1] for p in result["figures"]]
+    assert any(n.startswith("grid_") for n in names)
+    assert any(n.startswith("followup_") for n in names), "the real data has follow-up patients"
+    assert any(n.startswith("occlusion_models_") for n in names)
+
+    summary = run_nap(study.run.root, "tiny", fold=0)
+    assert summary["n_images"] > 100
+    assert (study.run.root / "nap" / "tiny" / "fold0" / "nap.npz").is_file()
+    assert json.loads((study.run.root / "nap" / "tiny" / "fold0" / "summary.json").read_text())["layers"]

@@ -1,5 +1,7 @@
 """Registry-generated tests: every method on every backbone, and equality with captum's per-label calls."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -17,7 +19,7 @@ from captum.attr import (
 )
 
 from cxrlens.errors import ConfigError, MethodError, RegistryError
-from cxrlens.explain.budget import GIB, measure
+from cxrlens.explain.budget import CPU_WORKING_SET, GIB, GRAD_FACTOR, MAX_BATCH, Footprint, measure
 from cxrlens.explain.methods import Context, get_method, method_names
 from cxrlens.explain.prepare import prepare_model
 from cxrlens.models import create_model, model_names
@@ -185,6 +187,14 @@ def test_memory_budget_sets_batch_sizes():
     assert small.grad_batch(0.01 * GIB) < small.grad_batch(1 * GIB)
     assert small.grad_batch(1e-9) == 1  # never zero
     assert large.no_grad_batch(8 * GIB) == 64
+
+
+def test_cpu_batches_stay_within_the_working_set_but_gpu_batches_do_not():
+    heavy = Footprint(activation_bytes=CPU_WORKING_SET // 2, largest_bytes=1024, parameter_bytes=0)
+    assert heavy.grad_batch(100 * GIB) == heavy.no_grad_batch(100 * GIB) == 2
+    on_gpu = dataclasses.replace(heavy, device_type="cuda")
+    assert on_gpu.no_grad_batch(100 * GIB) == MAX_BATCH
+    assert on_gpu.grad_batch(100 * GIB) == min(MAX_BATCH, int(100 * GIB // (GRAD_FACTOR * heavy.activation_bytes)))
 
 
 def test_costs_are_listed_for_every_method():

@@ -15,7 +15,7 @@ RunOpt = Annotated[Path, typer.Option("--run", "-r", help="run folder with expla
 
 
 def _number(value: Any, digits: int = 3) -> str:
-    from cxrlens.explain.xai_study import format_number
+    from cxrlens.explain.xai_files import format_number
 
     return format_number(value, digits)
 
@@ -26,7 +26,7 @@ def _metric_table(name: str, block: dict[str, Any]) -> Table | None:
         return None
     methods = list(dict.fromkeys(r["method"] for r in rows))
     models = list(dict.fromkeys(r["model"] for r in rows))
-    from cxrlens.explain.xai_study import direction
+    from cxrlens.explain.xai_files import direction
 
     table = Table(title=f"{name} ({direction(name, block['higher_is_better'])}): mean [95% CI]", title_justify="left")
     table.add_column("model")

@@ -112,6 +112,12 @@ class Context:
     progress: Callable[[int], None] | None = None
     layer_name: str | None = None  # default layer (None: the model has none, e.g. the ensemble)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (inputs go there; maps come back to the CPU)."""
+        parameter = next(self.model.parameters(), None)
+        return parameter.device if parameter is not None else torch.device("cpu")
+
     def module(self, params: Params) -> nn.Module:
         return self.model if params.output == "logit" else ProbabilityOutput(self.model)
 
@@ -156,13 +162,25 @@ class Method:
     family: Literal["gradient", "perturbation", "layer"]
     description: str
     params: type[Params]
-    run: Callable[[Context, Any, torch.Tensor, Sequence[int]], Attribution]
+    compute: Callable[[Context, Any, torch.Tensor, Sequence[int]], Attribution]
     cost: Callable[[Any, int], dict[str, int]]  # (params, image size) -> passes per image
     per_label_cost: bool  # True: the cost is per label; False: one set of passes serves every label
     signed: bool = True
 
     def parse(self, options: dict[str, Any] | None = None) -> Params:
         return validate(self.params, dict(options or {}), f"{self.name} parameters")
+
+    def run(self, ctx: Context, params: Params, x: torch.Tensor, targets: Sequence[int]) -> Attribution:
+        """Maps [T, H, W] on the CPU of one image ``x`` [1, 1, H, W] for the label indices ``targets``.
+
+        Gradient and layer methods run on the model's device; perturbation methods build their
+        perturbed images on the CPU and send each batch to the model.
+        """
+        if self.family != "perturbation":
+            x = x.to(ctx.device)
+        result = self.compute(ctx, params, x, targets)
+        delta = None if result.delta is None else result.delta.cpu()
+        return Attribution(result.maps.cpu(), delta, result.extra)
 
     def describe(self, size: int = 512) -> dict[str, Any]:
         params = self.params()
@@ -388,7 +406,10 @@ register(
 # -- layer methods ---------------------------------------------------------------------------------
 
 
-def _layer_integral(class_name: str, method: str) -> Callable[..., Attribution]:
+def _layer_integral(class_name: str, method: str, min_batch: int = 1) -> Callable[..., Attribution]:
+    """A captum layer-integral method, one label at a time. ``min_batch``: conductance takes finite
+    differences of consecutive steps, so captum evaluates at least two steps per pass."""
+
     def run(ctx: Context, params: LayerIntegralParams, x: torch.Tensor, targets: Sequence[int]) -> Attribution:
         module = ctx.module(params)
         layer = ctx.layer(module, params, method)
@@ -400,7 +421,7 @@ def _layer_integral(class_name: str, method: str) -> Callable[..., Attribution]:
                 baselines=params.baseline,
                 target=target,
                 n_steps=params.n_steps,
-                internal_batch_size=ctx.grad_batch(),
+                internal_batch_size=max(min_batch, ctx.grad_batch()),
             )
             maps.append(_to_maps(attr, x.shape[-2:]))
             if ctx.progress:
@@ -445,7 +466,7 @@ register(
         "layer",
         "layer conductance of the Grad-CAM layer, summed over channels and upsampled",
         LayerIntegralParams,
-        _layer_integral("LayerConductance", "layer_conductance"),
+        _layer_integral("LayerConductance", "layer_conductance", min_batch=2),
         lambda p, s: _passes(p.n_steps, p.n_steps),
         per_label_cost=True,
     )
@@ -476,8 +497,8 @@ def occlusion_geometry(params: OcclusionParams, size: int) -> tuple[int, int]:
 
 
 def _forward(ctx: Context, params: Params) -> Callable[[torch.Tensor], torch.Tensor]:
-    module = ctx.module(params)
-    return lambda batch: module(batch)
+    module, device = ctx.module(params), ctx.device
+    return lambda batch: module(batch.to(device)).float().cpu()
 
 
 def _occlusion(ctx: Context, params: OcclusionParams, x: torch.Tensor, targets: Sequence[int]) -> Attribution:
@@ -490,7 +511,7 @@ def _occlusion(ctx: Context, params: OcclusionParams, x: torch.Tensor, targets: 
 
 
 def _features(ctx: Context, params: SuperpixelParams, x: torch.Tensor) -> torch.Tensor:
-    image = ctx.image if ctx.image is not None else x[0, 0].numpy()
+    image = ctx.image if ctx.image is not None else x[0, 0].cpu().numpy()
     return torch.from_numpy(perturbation.superpixels(image, params.segments, params.compactness))
 
 

@@ -211,6 +211,7 @@ class Engine:
         self.plan = plan
         self.store = MapStore(plan.run.root / "explanations")
         self.progress = progress
+        self.device = torch.device("cpu")  # the Lightning module sets its rank's device
         self._fold: int | None = None
         self._models: dict[str, torch.nn.Module] = {}
         self._footprints: dict[str, Footprint] = {}
@@ -233,7 +234,7 @@ class Engine:
                 continue
             path = self.plan.run.model_file(name, fold)
             model, _ = load_model(path, self.plan.label_names)
-            prepared = prepare_model(model)
+            prepared = prepare_model(model.to(self.device))
             members.append((name, prepared))
             if name in wanted:
                 self._models[name] = prepared
@@ -270,8 +271,8 @@ class Engine:
         for model_name in self.plan.models:
             model = self._models[model_name]
             with torch.no_grad():
-                logits = model(x)[0]
-            probabilities = torch.sigmoid(logits).numpy()
+                logits = model(x.to(self.device))[0]
+            probabilities = torch.sigmoid(logits).cpu().numpy()
             labels = self._labels(item, probabilities)
             for method in self.plan.methods:
                 if not self.plan.applies(model_name, method.name):
@@ -373,6 +374,7 @@ def _lightning_module(engine: Engine) -> Any:
             self.engine = engine
 
         def predict_step(self, batch: torch.Tensor, batch_idx: int) -> int:
+            self.engine.device = self.device
             written = 0
             with torch.enable_grad():  # Lightning predicts without autograd; gradient methods need it
                 for index in batch.tolist():

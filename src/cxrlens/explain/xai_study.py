@@ -28,18 +28,18 @@ Only what is missing is computed: the stored maps are reused; per-map results ar
 ``run/xai/cache.json`` and the other folds' maps stored in ``run/xai/maps`` (keyed by parameters and
 checkpoint hashes), so a rerun or a run with more images only does the new work. Outputs (atomic writes) in
 ``run/xai/``: ``metrics.json``, ``per_map.csv``, ``tables/<metric>.md|.csv``, ``figures/*.png``.
+This module computes the scores; :mod:`cxrlens.explain.xai_summary` summarises and ranks them and
+:mod:`cxrlens.explain.xai_files` writes the tables and figures.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,167 +48,32 @@ import torch
 
 from cxrlens.errors import ConfigError, RunError
 from cxrlens.explain import xai_metrics as xm
-from cxrlens.explain.budget import GIB, Footprint, measure
-from cxrlens.explain.methods import METHODS, Context, ProbabilityOutput, get_method, method_names
+from cxrlens.explain.budget import Footprint, measure
+from cxrlens.explain.methods import Context, ProbabilityOutput, get_method, method_names
 from cxrlens.explain.store import MapStore, load_map
-from cxrlens.io_utils import atomic_write_bytes, atomic_write_text, stable_hash
+from cxrlens.explain.xai_files import draw_figures, per_map_csv, write_tables
+from cxrlens.explain.xai_summary import (
+    BORDER_FRACTION,
+    ENSEMBLE,
+    METRICS,
+    SANITY_THRESHOLD,
+    ScoredMap,
+    Settings,
+    metric_table,
+    nan_to_none,
+    ranking,
+    sanity_rows,
+    shortcut_audit,
+    verdict,
+)
+from cxrlens.io_utils import atomic_write_text, stable_hash
 from cxrlens.train.rundir import RunDir
 
 FORMAT = "cxrlens-xai/1"
-ENSEMBLE = "ensemble"
-SANITY_THRESHOLD = xm.SANITY_THRESHOLD
-BORDER_FRACTION = xm.BORDER_FRACTION
-CONFIDENCE = 0.95
-TOP_IMAGES = 10
 MAPS_PER_CHUNK = 16  # maps whose deletion / insertion curves are built together
 INSERTION_STARTS = ("blur", "black")
 
-METRICS: dict[str, tuple[str, bool]] = {
-    "deletion_auc": ("area under the label's probability as the most relevant pixels are set to black", False),
-    "insertion_auc": (
-        "area under the label's probability as the most relevant pixels are put back into a blurred copy",
-        True,
-    ),
-    "deletion_gain": ("random-order deletion AUC minus deletion AUC (> 0: the map finds pixels that matter)", True),
-    "insertion_gain": ("insertion AUC minus random-order insertion AUC", True),
-    "lung_share": ("share of positive attribution inside the lung mask", True),
-    "lung_area_share": (
-        "the lung mask's share of the image: the lung share of a uniform map (chance level, not a quality measure)",
-        False,
-    ),
-    "pointing_game": ("the map's maximum lies inside the lungs (ties: share of maximal pixels inside)", True),
-    "randomisation_spearman": (
-        "Spearman (absolute values) with the original map after randomising every "
-        "block of the model (low: the map depends on the weights)",
-        False,
-    ),
-    "fold_stability": ("mean pairwise Spearman (absolute values) of the maps of the models of different folds", True),
-}
-RANK_DECIMALS = 3
-REFERENCE_ONLY = ("lung_area_share",)  # reported as the chance level, not as a quality
-RANKED: dict[str, bool] = {
-    "deletion_gain": True,
-    "insertion_gain": True,
-    "lung_share": True,
-    "pointing_game": True,
-    "randomisation_spearman": False,
-}
-PER_MAP_VALUES = (
-    "deletion_auc",
-    "insertion_auc",
-    "random_deletion_auc",
-    "random_insertion_auc",
-    "deletion_gain",
-    "insertion_gain",
-    "lung_share",
-    "lung_area_share",
-    "pointing_game",
-    "outside_lung_share",
-    "border_share",
-    "padding_share",
-    "randomisation_spearman",
-    "fold_stability",
-)
-
-
 # ------------------------------------------------------------------------------------------- helpers
-
-
-@dataclass
-class _Map:
-    entry: dict[str, Any]
-    label_index: int
-    values: dict[str, float] = field(default_factory=dict)
-    curves: dict[str, list[float]] = field(default_factory=dict)
-    sanity_layers: list[str] = field(default_factory=list)
-    sanity: list[float] = field(default_factory=list)
-
-    @property
-    def image(self) -> str:
-        return str(self.entry["image"])
-
-    @property
-    def model(self) -> str:
-        return str(self.entry["model"])
-
-    @property
-    def method(self) -> str:
-        return str(self.entry["method"])
-
-    @property
-    def label(self) -> str:
-        return str(self.entry["label"])
-
-    @property
-    def fold(self) -> int:
-        return int(self.entry["fold"])
-
-    def value(self, name: str) -> float:
-        return self.values.get(name, math.nan)
-
-
-@dataclass
-class _Settings:
-    images_max: int | None
-    steps: int
-    bootstrap: int
-    seed: int
-    memory_gib: float
-    sanity: bool
-    stability: bool
-    sanity_images: int
-    stability_images: int
-    sanity_steps: int
-    n_random: int
-    insertion_start: str
-    size: int
-
-    @property
-    def budget(self) -> float:
-        return self.memory_gib * GIB
-
-    @property
-    def blur_sigma(self) -> float:
-        return xm.default_blur_sigma(self.size)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "images_max": self.images_max,
-            "steps": self.steps,
-            "bootstrap": self.bootstrap,
-            "confidence": CONFIDENCE,
-            "bootstrap_unit": "image",
-            "seed": self.seed,
-            "memory_gib": self.memory_gib,
-            "sanity": self.sanity,
-            "stability": self.stability,
-            "sanity_images": self.sanity_images,
-            "stability_images": self.stability_images,
-            "sanity_steps": self.sanity_steps,
-            "sanity_threshold": SANITY_THRESHOLD,
-            "n_random_orders": self.n_random,
-            "deletion_baseline": 0.0,
-            "insertion_start": self.insertion_start,
-            "blur_sigma_px": self.blur_sigma if self.insertion_start == "blur" else None,
-            "pixel_order": "signed attribution, largest first; ties in seeded random order",
-            "relevance": "positive part of the map (absolute values if it has no positive part)",
-            "spearman_on": "absolute values",
-            "border_fraction": BORDER_FRACTION,
-            "ranking_metrics": {name: ("higher" if up else "lower") for name, up in RANKED.items()},
-            "size": self.size,
-        }
-
-
-def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(float(value)) else None
-    if isinstance(value, dict):
-        return {k: _nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_nan_to_none(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 class _ResultCache:
@@ -238,7 +103,7 @@ class _ResultCache:
 
     def save(self) -> None:
         if self._dirty:
-            atomic_write_text(self.path, json.dumps(_nan_to_none(self.data), allow_nan=False))
+            atomic_write_text(self.path, json.dumps(nan_to_none(self.data), allow_nan=False))
             self._dirty = 0
 
 
@@ -379,7 +244,9 @@ def _run_method(
 # --------------------------------------------------------------------------------------- selection
 
 
-def _select(entries: list[dict[str, Any]], label_names: Sequence[str], s: _Settings, notes: list[str]) -> list[_Map]:
+def _select(
+    entries: list[dict[str, Any]], label_names: Sequence[str], s: Settings, notes: list[str]
+) -> list[ScoredMap]:
     known_methods = set(method_names())
     skipped_size, skipped_method, skipped_label = 0, set(), set()
     usable = []
@@ -405,25 +272,15 @@ def _select(entries: list[dict[str, Any]], label_names: Sequence[str], s: _Setti
         images = images[: s.images_max]
     chosen = set(images)
     order = {name: i for i, name in enumerate(images)}
-    maps = [_Map(e, list(label_names).index(e["label"])) for e in usable if e["image"] in chosen]
+    maps = [ScoredMap(e, list(label_names).index(e["label"])) for e in usable if e["image"] in chosen]
     maps.sort(key=lambda m: (order[m.image], m.model, m.method, m.label))
     return maps
-
-
-def _model_order(maps: Iterable[_Map]) -> list[str]:
-    names = sorted({m.model for m in maps})
-    return [n for n in names if n != ENSEMBLE] + ([ENSEMBLE] if ENSEMBLE in names else [])
-
-
-def _method_order(maps: Iterable[_Map]) -> list[str]:
-    present = {m.method for m in maps}
-    return [n for n in METHODS.names() if n in present]
 
 
 # ------------------------------------------------------------------- localisation and faithfulness
 
 
-def _localise(maps: list[_Map], tensor: torch.Tensor, mask: np.ndarray | None, content: np.ndarray) -> None:
+def _localise(maps: list[ScoredMap], tensor: torch.Tensor, mask: np.ndarray | None, content: np.ndarray) -> None:
     content_t = torch.from_numpy(content)
     border = xm.border_frame(content_t, BORDER_FRACTION)
     borders = xm.region_share(tensor, border)
@@ -444,7 +301,7 @@ def _localise(maps: list[_Map], tensor: torch.Tensor, mask: np.ndarray | None, c
         item.values["lung_area_share"] = area
 
 
-def _faith_key(item: _Map, s: _Settings) -> str:
+def _faith_key(item: ScoredMap, s: Settings) -> str:
     e = item.entry
     parts = [e["image"], e["model"], e["fold"], e["method"], e["label"], e.get("params_hash")]
     return stable_hash(
@@ -452,13 +309,15 @@ def _faith_key(item: _Map, s: _Settings) -> str:
     )
 
 
-def _random_key(image: str, model: str, fold: int, sha: Any, label_names: Sequence[str], s: _Settings) -> str:
+def _random_key(image: str, model: str, fold: int, sha: Any, label_names: Sequence[str], s: Settings) -> str:
     return stable_hash(
         ["random", image, model, fold, sha, list(label_names), s.steps, s.seed, s.n_random, s.insertion_start, s.size]
     )
 
 
-def _apply_faith(item: _Map, deletion: list[float], insertion: list[float], random: dict[str, list[float]]) -> None:
+def _apply_faith(
+    item: ScoredMap, deletion: list[float], insertion: list[float], random: dict[str, list[float]]
+) -> None:
     rd = random["deletion"]
     ri = random["insertion"]
     item.curves = {"deletion": deletion, "insertion": insertion, "random_deletion": rd, "random_insertion": ri}
@@ -474,13 +333,13 @@ def _apply_faith(item: _Map, deletion: list[float], insertion: list[float], rand
 def _faithfulness(
     image_name: str,
     image: np.ndarray,
-    group: list[_Map],
+    group: list[ScoredMap],
     tensors: torch.Tensor,
     bank: _ModelBank,
     cache: _ResultCache,
     run: RunDir,
     label_names: Sequence[str],
-    s: _Settings,
+    s: Settings,
 ) -> None:
     """Deletion / insertion of every map of one image and one model (fold); random orders cached per model."""
     first = group[0]
@@ -537,18 +396,18 @@ def _faithfulness(
 
 
 def _per_image_pass(
-    maps: list[_Map],
+    maps: list[ScoredMap],
     store: MapStore,
     images: _Images,
     bank: _ModelBank,
     cache: _ResultCache,
     run: RunDir,
     label_names: Sequence[str],
-    s: _Settings,
+    s: Settings,
     notes: list[str],
     progress: Callable[[int], None] | None,
 ) -> None:
-    by_fold_image: dict[tuple[int, str], list[_Map]] = defaultdict(list)
+    by_fold_image: dict[tuple[int, str], list[ScoredMap]] = defaultdict(list)
     for item in maps:
         by_fold_image[(item.fold, item.image)].append(item)
     missing_masks: set[str] = set()
@@ -560,7 +419,7 @@ def _per_image_pass(
         mask = images.mask(mask_path)
         if mask_path and mask is None:
             missing_masks.add(str(mask_path))
-        by_model: dict[str, list[_Map]] = defaultdict(list)
+        by_model: dict[str, list[ScoredMap]] = defaultdict(list)
         for item in items:
             by_model[item.model].append(item)
         for model_name, group in by_model.items():
@@ -584,9 +443,9 @@ def _per_image_pass(
 # --------------------------------------------------------------------------------------- sanity
 
 
-def _subset(maps: list[_Map], per_cell: int, skip_ensemble: bool) -> list[_Map]:
+def _subset(maps: list[ScoredMap], per_cell: int, skip_ensemble: bool) -> list[ScoredMap]:
     """Maps of the first ``per_cell`` images (evaluation order) of each (model, method) cell."""
-    chosen: list[_Map] = []
+    chosen: list[ScoredMap] = []
     seen: dict[tuple[str, str], list[str]] = defaultdict(list)
     for item in maps:
         if skip_ensemble and item.model == ENSEMBLE:
@@ -600,7 +459,7 @@ def _subset(maps: list[_Map], per_cell: int, skip_ensemble: bool) -> list[_Map]:
     return chosen
 
 
-def _sanity_key(item: _Map, blocks: Sequence[str], s: _Settings) -> str:
+def _sanity_key(item: ScoredMap, blocks: Sequence[str], s: Settings) -> str:
     e = item.entry
     return stable_hash(
         [
@@ -621,19 +480,19 @@ def _sanity_key(item: _Map, blocks: Sequence[str], s: _Settings) -> str:
 
 
 def _sanity(
-    maps: list[_Map],
+    maps: list[ScoredMap],
     store: MapStore,
     images: _Images,
     bank: _ModelBank,
     cache: _ResultCache,
-    s: _Settings,
+    s: Settings,
     notes: list[str],
     progress: Callable[[int], None] | None,
 ) -> None:
     if any(m.model == ENSEMBLE for m in maps):
         notes.append("randomisation test: the ensemble is skipped (each member model is tested)")
     items = _subset(maps, s.sanity_images, skip_ensemble=True)
-    by_model_fold: dict[tuple[str, int], list[_Map]] = defaultdict(list)
+    by_model_fold: dict[tuple[str, int], list[ScoredMap]] = defaultdict(list)
     for item in items:
         if bank.available(item.model, item.fold, []):
             by_model_fold[(item.model, item.fold)].append(item)
@@ -668,16 +527,16 @@ def _sanity(
 
 
 def _sanity_compute(
-    todo: list[_Map],
+    todo: list[ScoredMap],
     loaded: _Loaded,
     blocks: list[str],
     layers: list[str],
     store: MapStore,
     images: _Images,
-    s: _Settings,
+    s: Settings,
     progress: Callable[[int], None] | None,
 ) -> None:
-    calls: dict[tuple[str, str], list[_Map]] = defaultdict(list)
+    calls: dict[tuple[str, str], list[ScoredMap]] = defaultdict(list)
     for item in todo:
         calls[(item.image, item.method)].append(item)
     pixels = {name: images.image(name) for name in {item.image for item in todo}}
@@ -702,13 +561,13 @@ def _sanity_compute(
 
 
 def _stability(
-    maps: list[_Map],
+    maps: list[ScoredMap],
     store: MapStore,
     xai_store: MapStore,
     images: _Images,
     bank: _ModelBank,
     run: RunDir,
-    s: _Settings,
+    s: Settings,
     notes: list[str],
     progress: Callable[[int], None] | None,
 ) -> None:
@@ -717,7 +576,7 @@ def _stability(
         notes.append("fold stability skipped: only one fold is trained")
         return
     items = _subset(maps, s.stability_images, skip_ensemble=False)
-    plan: dict[int, dict[tuple[str, str, str], list[_Map]]] = defaultdict(lambda: defaultdict(list))
+    plan: dict[int, dict[tuple[str, str, str], list[ScoredMap]]] = defaultdict(lambda: defaultdict(list))
     others: dict[int, list[int]] = {}
     for item in items:
         members = _members(item.entry, run)
@@ -726,7 +585,7 @@ def _stability(
         for fold in usable:
             plan[fold][(item.image, item.model, item.method)].append(item)
 
-    def key_of(item: _Map, fold: int) -> tuple[str, str]:
+    def key_of(item: ScoredMap, fold: int) -> tuple[str, str]:
         members = _members(item.entry, run)
         sha = [bank.sha(m, fold) for m in members] if item.model == ENSEMBLE else bank.sha(item.model, fold)
         return f"{item.model}-fold{fold}", stable_hash(["stability", item.entry.get("params_hash"), sha, fold])
@@ -774,486 +633,9 @@ def _stability(
         notes.append("fold stability: no map's model is trained in another fold")
 
 
-def _stored_key(item: _Map, key: tuple[str, str]) -> tuple[str, str, str, str]:
+def _stored_key(item: ScoredMap, key: tuple[str, str]) -> tuple[str, str, str, str]:
     """(model key, method, label, params hash) of an other-fold map in ``run/xai/maps``."""
     return key[0], item.method, item.label, key[1]
-
-
-# -------------------------------------------------------------------------------------- summaries
-
-
-def _interval(items: list[_Map], metric: str, s: _Settings) -> xm.Interval:
-    return xm.bootstrap_ci([m.value(metric) for m in items], [m.image for m in items], s.bootstrap, s.seed, CONFIDENCE)
-
-
-def _metric_table(maps: list[_Map], metric: str, s: _Settings) -> list[dict[str, Any]]:
-    rows = []
-    cells: dict[tuple[str, str], list[_Map]] = defaultdict(list)
-    for item in maps:
-        cells[(item.model, item.method)].append(item)
-    for model in _model_order(maps):
-        for method in _method_order(maps):
-            if (model, method) not in cells:
-                continue
-            ci = _interval(cells[(model, method)], metric, s)
-            if ci.n == 0:
-                continue
-            rows.append(
-                {
-                    "model": model,
-                    "method": method,
-                    "mean": ci.mean,
-                    "ci_low": ci.low,
-                    "ci_high": ci.high,
-                    "n": ci.n,
-                    "n_images": ci.n_groups,
-                }
-            )
-    return rows
-
-
-def _normalised_ranks(values: dict[str, float], higher: bool) -> dict[str, float]:
-    """(k - rank) / (k - 1) with average ranks for ties; empty with fewer than two values.
-
-    Means equal to ``RANK_DECIMALS`` decimals (the tables' precision) are ties: every ranked metric lives on a
-    unit scale (AUC gains, shares, correlations), where smaller differences mean nothing (e.g. an ensemble of
-    one model and that model differ only by float rounding).
-    """
-    finite = {k: round(v, RANK_DECIMALS) for k, v in values.items() if v is not None and math.isfinite(v)}
-    if len(finite) < 2:
-        return {}
-    names = list(finite)
-    signed = torch.tensor([-finite[n] if higher else finite[n] for n in names], dtype=torch.float64)
-    ranks = xm.average_ranks(signed)  # 1 = best
-    k = len(names)
-    return {n: float((k - r) / (k - 1)) for n, r in zip(names, ranks.tolist(), strict=True)}
-
-
-def _ranking(
-    metrics: dict[str, list[dict[str, Any]]],
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, dict[str, float]]]:
-    method_scores: dict[str, list[float]] = defaultdict(list)
-    model_scores: dict[str, list[float]] = defaultdict(list)
-    per_metric: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for metric, higher in RANKED.items():
-        rows = metrics.get(metric, [])
-        by_model: dict[str, dict[str, float]] = defaultdict(dict)
-        by_method: dict[str, dict[str, float]] = defaultdict(dict)
-        for row in rows:
-            by_model[row["model"]][row["method"]] = row["mean"]
-            by_method[row["method"]][row["model"]] = row["mean"]
-        for values in by_model.values():
-            for method, score in _normalised_ranks(values, higher).items():
-                method_scores[method].append(score)
-                per_metric[method][metric].append(score)
-        for values in by_method.values():
-            for model, score in _normalised_ranks(values, higher).items():
-                model_scores[model].append(score)
-
-    def table(scores: dict[str, list[float]], key: str) -> list[dict[str, Any]]:
-        means = sorted(((float(np.mean(v)), name) for name, v in scores.items() if v), key=lambda t: (-t[0], t[1]))
-        out, rank = [], 0
-        for i, (score, name) in enumerate(means):
-            if i == 0 or score < means[i - 1][0] - 1e-12:
-                rank = i + 1
-            out.append({key: name, "score": round(score, 6), "rank": rank})
-        return out
-
-    detail = {m: {k: float(np.mean(v)) for k, v in d.items()} for m, d in per_metric.items()}
-    return table(method_scores, "method"), table(model_scores, "model"), detail
-
-
-def _lead_overlap(metrics: dict[str, list[dict[str, Any]]], axis: str, first: str, second: str) -> tuple[int, int]:
-    """In how many (ranked metric, other-axis) cells the intervals of two ``axis`` items (``method`` or
-    ``model``) overlap, of how many compared."""
-    other = "model" if axis == "method" else "method"
-    inside = total = 0
-    for metric in RANKED:
-        cells = {(r[other], r[axis]): r for r in metrics.get(metric, [])}
-        for key in sorted({k for k, _ in cells}):
-            a, b = cells.get((key, first)), cells.get((key, second))
-            if a is None or b is None or None in (a["ci_low"], a["ci_high"], b["ci_low"], b["ci_high"]):
-                continue
-            total += 1
-            inside += int(a["ci_low"] <= b["ci_high"] and b["ci_low"] <= a["ci_high"])
-    return inside, total
-
-
-def _verdict(
-    methods: list[dict[str, Any]],
-    models: list[dict[str, Any]],
-    detail: dict[str, dict[str, float]],
-    sanity_rows: list[dict[str, Any]],
-    n_maps: int,
-    n_images: int,
-    metrics: dict[str, list[dict[str, Any]]],
-) -> str:
-    parts = []
-    if models:
-        first = [m["model"] for m in models if m["rank"] == 1]
-        if len(first) == len(models) > 1:
-            parts.append(f"the models {', '.join(first)} tie (score {models[0]['score']:.2f} of 1)")
-        else:
-            rest = [m["model"] for m in models if m["rank"] != 1]
-            tail = f", ahead of {', '.join(rest)}" if rest else ""
-            who = " and ".join(first)
-            verb = "are the most interpretable models" if len(first) > 1 else "is the most interpretable model"
-            parts.append(f"{who} {verb} (score {models[0]['score']:.2f} of 1){tail}")
-    if methods:
-        first = [m["method"] for m in methods if m["rank"] == 1]
-        if len(first) == len(methods) > 1:
-            parts.append(f"the methods {', '.join(first)} tie (score {methods[0]['score']:.2f})")
-        else:
-            strong = [k.replace("_", " ") for k, v in sorted(detail.get(first[0], {}).items()) if v >= 0.999]
-            why = f"; best on {', '.join(strong)}" if strong and len(first) == 1 else ""
-            who = " and ".join(first)
-            verb = "are the most trustworthy methods" if len(first) > 1 else "is the most trustworthy method"
-            text = f"{who} {verb} (score {methods[0]['score']:.2f}{why})"
-            if len(methods) > len(first):
-                text += f" and {methods[-1]['method']} the least (score {methods[-1]['score']:.2f})"
-            parts.append(text)
-    if not parts:
-        verdict = "Too few models and methods with measured values to rank anything."
-    else:
-        verdict = "Measured, not judged by eye: " + "; ".join(parts) + "."
-    flagged = [f"{r['method']} on {r['model']}" for r in sanity_rows if r["flagged"]]
-    if flagged:
-        verdict += (
-            f" The randomisation test flags {', '.join(flagged)}: the maps stay similar (mean Spearman "
-            f"> {SANITY_THRESHOLD}) after the weights are randomised, so they do not explain the model."
-        )
-    elif sanity_rows:
-        verdict += " Every tested method's maps change when the weights are randomised."
-    for axis, ranked in (("model", models), ("method", methods)):
-        if len(ranked) > 1 and ranked[1]["rank"] > 1:
-            inside, total = _lead_overlap(metrics, axis, ranked[0][axis], ranked[1][axis])
-            if total:
-                verdict += (
-                    f" The lead of {ranked[0][axis]} over {ranked[1][axis]} lies within overlapping 95% intervals "
-                    f"in {inside} of {total} comparisons."
-                )
-    verdict += f" Based on {n_maps} maps of {n_images} image(s) (ranked metrics: {', '.join(RANKED)})"
-    verdict += "; few images: treat as indicative." if n_images < 30 else "."
-    return verdict
-
-
-def _sanity_rows(maps: list[_Map]) -> list[dict[str, Any]]:
-    rows = []
-    cells: dict[tuple[str, str], list[_Map]] = defaultdict(list)
-    for item in maps:
-        if item.sanity:
-            cells[(item.model, item.method)].append(item)
-    for model in _model_order(maps):
-        for method in _method_order(maps):
-            items = cells.get((model, method))
-            if not items:
-                continue
-            matrix = np.array([item.sanity for item in items], dtype=np.float64)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column is reported as null
-                means = np.nanmean(matrix, axis=0)
-            final = float(means[-1])
-            flagged = bool(math.isfinite(final) and final > SANITY_THRESHOLD)
-            rows.append(
-                {
-                    "model": model,
-                    "method": method,
-                    "layers": list(items[0].sanity_layers),
-                    "spearman": [float(v) for v in means],
-                    "flagged": flagged,
-                    "n": len(items),
-                }
-            )
-    return rows
-
-
-def _shortcut(maps: list[_Map], run_root: Path, s: _Settings) -> dict[str, Any]:
-    explanations = MapStore(run_root / "explanations")
-    rows, top = [], []
-    for model in _model_order(maps):
-        items = [m for m in maps if m.model == model]
-        outside = _interval(items, "outside_lung_share", s)
-        border = _interval(items, "border_share", s)
-        padding = _interval(items, "padding_share", s)
-        rows.append(
-            {
-                "model": model,
-                "outside_lung_share": outside.mean,
-                "ci_low": outside.low,
-                "ci_high": outside.high,
-                "border_share": border.mean,
-                "border_ci_low": border.low,
-                "border_ci_high": border.high,
-                "padding_share": padding.mean,
-                "padding_ci_low": padding.low,
-                "padding_ci_high": padding.high,
-                "n": outside.n,
-                "n_images": outside.n_groups,
-                "n_maps": len(items),
-            }
-        )
-        ranked = sorted(
-            (m for m in items if math.isfinite(m.value("outside_lung_share"))),
-            key=lambda m: (-m.value("outside_lung_share"), m.image, m.method, m.label),
-        )
-        seen: set[str] = set()
-        for item in ranked:  # one map per image: the ten images that rely most on what lies outside the lungs
-            if item.image in seen:
-                continue
-            seen.add(item.image)
-            overlay = explanations.overlay_path(item.image, item.model, item.method, item.label)
-            top.append(
-                {
-                    "model": model,
-                    "image": item.image,
-                    "label": item.label,
-                    "method": item.method,
-                    "outside_lung_share": item.value("outside_lung_share"),
-                    "overlay": overlay.relative_to(run_root).as_posix(),
-                }
-            )
-            if len(seen) >= TOP_IMAGES:
-                break
-    return {"rows": rows, "top_images": top}
-
-
-# -------------------------------------------------------------------------------------------- files
-
-
-def format_number(value: Any, digits: int = 3) -> str:
-    """``digits`` decimals; small non-zero values in scientific notation; ``–`` for undefined."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    if value != 0 and abs(value) < 10 ** (1 - digits):
-        return f"{value:.{max(1, digits - 1)}e}"
-    return f"{value:.{digits}f}"
-
-
-def direction(name: str, higher_is_better: bool) -> str:
-    if name in REFERENCE_ONLY:
-        return "chance level"
-    return "higher is better" if higher_is_better else "lower is better"
-
-
-def _cell(row: dict[str, Any]) -> str:
-    return f"{format_number(row['mean'])} [{format_number(row['ci_low'])}, {format_number(row['ci_high'])}]"
-
-
-def metric_markdown(name: str, block: dict[str, Any]) -> str:
-    """One metric as a Markdown table: rows models, columns methods, cells ``mean [CI]``."""
-    rows = block["rows"]
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    arrow = direction(name, block["higher_is_better"])
-    lines = [f"### {name}", "", f"{block['description']} ({arrow}; mean [95% CI over images])", ""]
-    if not rows:
-        return "\n".join([*lines, "not computed (see notes)", ""])
-    cells = {(r["model"], r["method"]): r for r in rows}
-    lines.append("| model | " + " | ".join(methods) + " |")
-    lines.append("|---|" + "---|" * len(methods))
-    for model in models:
-        values = [_cell(cells[(model, m)]) if (model, m) in cells else "–" for m in methods]
-        lines.append(f"| {model} | " + " | ".join(values) + " |")
-    return "\n".join([*lines, ""])
-
-
-def _csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    for row in rows:
-        writer.writerow(["" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v for v in row])
-    return buffer.getvalue()
-
-
-def _write_tables(out: Path, result: dict[str, Any]) -> dict[str, dict[str, str]]:
-    files: dict[str, dict[str, str]] = {}
-    tables = out / "tables"
-    for name, block in result["metrics"].items():
-        atomic_write_text(tables / f"{name}.md", metric_markdown(name, block))
-        keys = ("model", "method", "mean", "ci_low", "ci_high", "n", "n_images")
-        atomic_write_text(tables / f"{name}.csv", _csv_text(keys, ([r.get(k) for k in keys] for r in block["rows"])))
-        files[name] = {"md": f"tables/{name}.md", "csv": f"tables/{name}.csv"}
-    sanity = result["sanity"]["rows"]
-    lines = [
-        "### sanity (cascading randomisation)",
-        "",
-        f"mean Spearman (absolute values) with the original map as blocks are randomised from the head down; "
-        f"flagged: above {SANITY_THRESHOLD} after the whole cascade",
-        "",
-        "| model | method | randomised down to: Spearman | flagged | maps |",
-        "|---|---|---|---|---|",
-    ]
-    for r in sanity:
-        steps = ", ".join(
-            f"{layer}: {format_number(v, 2)}" for layer, v in zip(r["layers"], r["spearman"], strict=True)
-        )
-        lines.append(f"| {r['model']} | {r['method']} | {steps} | {'yes' if r['flagged'] else 'no'} | {r['n']} |")
-    atomic_write_text(tables / "sanity.md", "\n".join([*lines, ""]))
-    files["sanity"] = {"md": "tables/sanity.md"}
-    short = result["shortcut"]
-    lines = [
-        "### shortcut audit",
-        "",
-        "| model | outside lungs [95% CI] | border frame | zero padding | maps |",
-        "|---|---|---|---|---|",
-    ]
-    for r in short["rows"]:
-        outside = (
-            f"{format_number(r['outside_lung_share'])} [{format_number(r['ci_low'])}, {format_number(r['ci_high'])}]"
-        )
-        lines.append(
-            f"| {r['model']} | {outside} | {format_number(r['border_share'])} | {format_number(r['padding_share'])} | "
-            f"{r['n_maps']} |"
-        )
-    lines += ["", "| model | image | label | method | outside lungs | overlay |", "|---|---|---|---|---|---|"]
-    for t in short["top_images"]:
-        lines.append(
-            f"| {t['model']} | {t['image']} | {t['label']} | {t['method']} | "
-            f"{format_number(t['outside_lung_share'])} | {t['overlay']} |"
-        )
-    atomic_write_text(tables / "shortcut.md", "\n".join([*lines, ""]))
-    short_keys = ("model", "outside_lung_share", "ci_low", "ci_high", "border_share", "padding_share", "n", "n_maps")
-    rows = ([r.get(k) for k in short_keys] for r in short["rows"])
-    atomic_write_text(tables / "shortcut.csv", _csv_text(short_keys, rows))
-    files["shortcut"] = {"md": "tables/shortcut.md", "csv": "tables/shortcut.csv"}
-    ranking = result["ranking"]
-    lines = ["### ranking", "", ranking["verdict"], "", "| rank | method | score |", "|---|---|---|"]
-    lines += [f"| {r['rank']} | {r['method']} | {r['score']:.3f} |" for r in ranking["methods"]]
-    lines += ["", "| rank | model | score |", "|---|---|---|"]
-    lines += [f"| {r['rank']} | {r['model']} | {r['score']:.3f} |" for r in ranking["models"]]
-    atomic_write_text(tables / "ranking.md", "\n".join([*lines, ""]))
-    files["ranking"] = {"md": "tables/ranking.md"}
-    return files
-
-
-def _per_map_csv(maps: list[_Map]) -> str:
-    header = (
-        "image",
-        "patient_id",
-        "model",
-        "fold",
-        "method",
-        "label",
-        "probability",
-        "true",
-        "predicted",
-        "lung_mask",
-        "map",
-        *PER_MAP_VALUES,
-        "randomisation_layers",
-        "randomisation_spearman_by_layer",
-    )
-    rows = []
-    for m in maps:
-        e = m.entry
-        rows.append(
-            [
-                m.image,
-                e.get("patient_id", ""),
-                m.model,
-                m.fold,
-                m.method,
-                m.label,
-                e.get("probability"),
-                e.get("true"),
-                e.get("predicted"),
-                bool(e.get("lung_mask")),
-                e["map"],
-                *(m.value(k) for k in PER_MAP_VALUES),
-                ";".join(m.sanity_layers),
-                ";".join(f"{v:.6g}" for v in m.sanity),
-            ]
-        )
-    return _csv_text(header, rows)
-
-
-def _save(fig: Any, path: Path) -> None:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def _figures(out: Path, maps: list[_Map], result: dict[str, Any]) -> dict[str, str]:
-    from matplotlib.figure import Figure
-
-    files: dict[str, str] = {}
-    figures = out / "figures"
-    models = _model_order(maps)
-    methods = _method_order(maps)
-    with_curves = [m for m in maps if m.curves]
-    if with_curves:
-        fig = Figure(figsize=(10, 3.0 * len(models) + 0.6), layout="constrained")
-        axes = fig.subplots(len(models), 2, squeeze=False)
-        for row, model in enumerate(models):
-            for col, kind in enumerate(("deletion", "insertion")):
-                ax = axes[row][col]
-                items = [m for m in with_curves if m.model == model]
-                for method in methods:
-                    curves = [m.curves[kind] for m in items if m.method == method]
-                    if curves:
-                        mean = np.mean(np.array(curves), axis=0)
-                        ax.plot(np.linspace(0, 1, mean.size), mean, label=method)
-                randoms = [m.curves[f"random_{kind}"] for m in items]
-                if randoms:
-                    mean = np.mean(np.array(randoms), axis=0)
-                    ax.plot(np.linspace(0, 1, mean.size), mean, "k--", label="random order")
-                ax.set_title(f"{model}: {kind}")
-                ax.set_xlabel("share of pixels " + ("removed" if kind == "deletion" else "inserted"))
-                ax.set_ylabel("label probability")
-                ax.set_ylim(-0.02, 1.02)
-                if items:
-                    ax.legend(fontsize=7)
-        _save(fig, figures / "curves.png")
-        files["curves"] = "figures/curves.png"
-    for name, block in result["metrics"].items():
-        rows = block["rows"]
-        if not rows:
-            continue
-        fig = Figure(figsize=(max(6.0, 1.1 * len(models) * max(1, len(methods)) / 2 + 2), 4.0), layout="constrained")
-        ax = fig.add_subplot()
-        width = 0.8 / max(1, len(methods))
-        cells = {(r["model"], r["method"]): r for r in rows}
-        for j, method in enumerate(methods):
-            xs, ys, lo, hi = [], [], [], []
-            for i, model in enumerate(models):
-                r = cells.get((model, method))
-                if r is None or r["mean"] is None:
-                    continue
-                xs.append(i - 0.4 + width * (j + 0.5))
-                ys.append(r["mean"])
-                lo.append(r["mean"] - (r["ci_low"] if r["ci_low"] is not None else r["mean"]))
-                hi.append((r["ci_high"] if r["ci_high"] is not None else r["mean"]) - r["mean"])
-            if xs:
-                ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=method)
-        ax.set_xticks(range(len(models)), models)
-        ax.set_title(f"{name} ({direction(name, block['higher_is_better'])}; 95% CI)")
-        ax.axhline(0, color="grey", linewidth=0.5)
-        chance = [r["mean"] for r in result["metrics"]["lung_area_share"]["rows"] if r["mean"] is not None]
-        if name == "lung_share" and chance:
-            ax.axhline(float(np.mean(chance)), color="black", linestyle="--", linewidth=1, label="lung area (chance)")
-        ax.legend(fontsize=7)
-        _save(fig, figures / f"bars_{name}.png")
-        files[f"bars_{name}"] = f"figures/bars_{name}.png"
-    sanity = result["sanity"]["rows"]
-    if sanity:
-        tested = list(dict.fromkeys(r["model"] for r in sanity))
-        fig = Figure(figsize=(6, 3.2 * len(tested) + 0.4), layout="constrained")
-        axes = fig.subplots(len(tested), 1, squeeze=False)
-        for i, model in enumerate(tested):
-            ax = axes[i][0]
-            for r in (r for r in sanity if r["model"] == model):
-                ys = [v if v is not None else np.nan for v in r["spearman"]]
-                ax.plot(range(len(ys)), ys, marker="o", label=r["method"])
-                ax.set_xticks(range(len(ys)), [layer.rsplit(".", 1)[-1] for layer in r["layers"]], rotation=45)
-            ax.axhline(SANITY_THRESHOLD, color="grey", linestyle=":")
-            ax.set_ylim(-1.05, 1.05)
-            ax.set_title(f"{model}: cascading randomisation (head first)")
-            ax.set_ylabel("Spearman with original")
-            ax.legend(fontsize=7)
-        _save(fig, figures / "sanity.png")
-        files["sanity"] = "figures/sanity.png"
-    return files
 
 
 # -------------------------------------------------------------------------------------- entry point
@@ -1300,7 +682,7 @@ def evaluate_explanations(
     run.read_info()
     label_names = run.label_names()
     images = _Images(run)
-    settings = _Settings(
+    settings = Settings(
         images_max,
         steps,
         bootstrap,
@@ -1336,13 +718,13 @@ def evaluate_explanations(
         notes.append("fold stability not run (--no-stability)")
     images.cache.save_index()
 
-    rows_of = {name: _metric_table(maps, name, settings) for name in METRICS}
+    rows_of = {name: metric_table(maps, name, settings) for name in METRICS}
     metrics = {
         name: {"description": description, "higher_is_better": higher, "rows": rows_of[name]}
         for name, (description, higher) in METRICS.items()
     }
-    sanity_rows = _sanity_rows(maps)
-    method_rank, model_rank, detail = _ranking(rows_of)
+    sanity_table = sanity_rows(maps)
+    method_rank, model_rank, detail = ranking(rows_of)
     n_images = len({m.image for m in maps})
     params_per_cell: dict[tuple[str, str], set[str]] = defaultdict(set)
     for m in maps:
@@ -1356,28 +738,28 @@ def evaluate_explanations(
         "n_maps": len(maps),
         "notes": notes,
         "metrics": metrics,
-        "sanity": {"threshold": SANITY_THRESHOLD, "rows": sanity_rows},
+        "sanity": {"threshold": SANITY_THRESHOLD, "rows": sanity_table},
         "ranking": {
             "methods": method_rank,
             "models": model_rank,
-            "verdict": _verdict(
+            "verdict": verdict(
                 method_rank,
                 model_rank,
                 detail,
-                sanity_rows,
+                sanity_table,
                 len(maps),
                 n_images,
-                _nan_to_none(rows_of),
+                nan_to_none(rows_of),
             ),
         },
-        "shortcut": _shortcut(maps, run.root, settings),
+        "shortcut": shortcut_audit(maps, run.root, settings),
         "files": {},
     }
-    result = _nan_to_none(result)
-    atomic_write_text(out / "per_map.csv", _per_map_csv(maps))
+    result = nan_to_none(result)
+    atomic_write_text(out / "per_map.csv", per_map_csv(maps))
     files: dict[str, Any] = {"metrics": "metrics.json", "per_map": "per_map.csv", "cache": "cache.json"}
-    files["tables"] = _write_tables(out, result)
-    files["figures"] = _figures(out, maps, result) if figures else {}
+    files["tables"] = write_tables(out, result)
+    files["figures"] = draw_figures(out, maps, result) if figures else {}
     if (out / "maps").is_dir():
         files["maps"] = "maps"
     result["files"] = files

@@ -35,21 +35,34 @@ def select_models(run: RunDir, model: str = "ensemble", fold: int | None = None)
     return pairs
 
 
-def thresholds_for(run: RunDir, label_names: Sequence[str], model: str = "ensemble") -> dict[str, float]:
-    """The run's decision thresholds: the configured number, or the per-label ones tuned on validation
-    (mean over folds) when the run's evaluate.threshold is 'tuned'."""
-    value = run.read_config().evaluate.threshold
-    if not isinstance(value, str):
-        return {name: float(value) for name in label_names}
+def thresholds_for(
+    run: RunDir,
+    label_names: Sequence[str],
+    model: str = "ensemble",
+    fold: int | None = None,
+    members: Sequence[str] = (),
+) -> dict[str, float]:
+    """The decision thresholds of the run's last ``cxrlens evaluate`` (fixed or tuned on validation; those
+    of ``fold``, or their mean over folds), so predictions and explanations decide as the tables do.
+
+    The ensemble uses those of ``ensemble-mean``; when that was not evaluated (one member, or ensembles
+    off), the mean of its ``members``' thresholds. A model not evaluated yet uses the configured number.
+    """
     metrics = run.root / "evaluation" / "metrics.json"
-    if not metrics.is_file():
-        raise RunError(f"{run.root}: thresholds are 'tuned' but not computed yet; run `cxrlens evaluate` first")
-    entries = json.loads(metrics.read_text(encoding="utf-8"))["entries"]
-    entry = entries.get("ensemble-mean" if model == "ensemble" else model) or entries.get(model)
-    if entry is None:
-        raise RunError(f"{metrics}: no tuned thresholds for {model!r}; rerun `cxrlens evaluate`")
-    tuned = np.mean([fold["thresholds"] for fold in entry["folds"]], axis=0)
-    return dict(zip(label_names, (float(t) for t in tuned), strict=True))
+    entries = json.loads(metrics.read_text(encoding="utf-8"))["entries"] if metrics.is_file() else {}
+    entry = entries.get("ensemble-mean" if model == "ensemble" else model)
+    folds = [f for f in entry["folds"] if fold is None or f["fold"] == fold] if entry else []
+    if folds:
+        mean = np.mean([f["thresholds"] for f in folds], axis=0)
+        return dict(zip(label_names, (float(t) for t in mean), strict=True))
+    if model == "ensemble" and members:
+        each = [thresholds_for(run, label_names, m, fold) for m in members]
+        return {name: float(np.mean([t[name] for t in each])) for name in label_names}
+    configured = run.read_config().evaluate.threshold
+    if isinstance(configured, str):
+        where = f"{model!r}" + ("" if fold is None else f" in fold {fold}")
+        raise RunError(f"{run.root}: thresholds are 'tuned' but not computed for {where}; run `cxrlens evaluate`")
+    return {name: float(configured) for name in label_names}
 
 
 def predict_images(
@@ -68,7 +81,7 @@ def predict_images(
             per_model.setdefault(name, []).append(torch.sigmoid(net(batch)).numpy())
     # mean over the folds of each model, then over models (the ensemble's mean probability)
     probs = np.mean([np.mean(folds, axis=0) for folds in per_model.values()], axis=0)
-    thresholds = thresholds_for(run, label_names, model)
+    thresholds = thresholds_for(run, label_names, model, fold, members=sorted(per_model))
     results = []
     for path, row in zip(images, probs, strict=True):
         named = {label: float(p) for label, p in zip(label_names, row, strict=True)}

@@ -52,6 +52,11 @@ def test_cv_then_evaluate_then_predict(trained_run, tmp_path):
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert out["folds"] == [0, 1, 2] and set(out["images"][0]["probabilities"]) == set(out["thresholds"])
+    evaluated = json.loads((trained_run / "evaluation" / "metrics.json").read_text())["entries"]["tiny"]["folds"]
+    tuned = [sum(f["thresholds"][i] for f in evaluated) / 3 for i in range(len(out["thresholds"]))]
+    assert list(out["thresholds"].values()) == pytest.approx(tuned), "predict decides as the last evaluation did"
+    probabilities = out["images"][0]["probabilities"]
+    assert out["images"][0]["positive"] == [k for k, p in probabilities.items() if p >= out["thresholds"][k]]
 
 
 def test_cv_again_skips_finished_pairs(trained_run):

@@ -103,3 +103,26 @@ def test_an_image_outside_the_data_can_be_explained(study, tmp_path):
 def test_bad_requests_fail_before_any_work(study, options, error, message):
     with pytest.raises(error, match=message):
         make_plan(study, ExplainConfig(n_images=1, **options))
+
+
+def test_predicted_labels_use_the_runs_tuned_thresholds(tmp_path):
+    from cxrlens.evaluate.evaluation import evaluate_run, write_evaluation
+
+    cfg = tiny_config(tmp_path, **{"train.epochs": 1, "evaluate.threshold": "tuned", "evaluate.ensembles": False})
+    study = open_study(cfg, tmp_path / "run")
+    run_cv(study, enable_progress_bar=False)
+    explain = ExplainConfig(n_images=2, methods=["saliency"], followup_images=0)
+    with pytest.raises(RunError, match="cxrlens evaluate"):
+        run_explain(study, explain, enable_progress_bar=False)  # tuned thresholds do not exist yet
+    write_evaluation(study.run.root, evaluate_run(study.run.root, threshold="tuned", ensembles=False))
+    run_explain(study, explain, enable_progress_bar=False)
+    metrics = json.loads((study.run.root / "evaluation" / "metrics.json").read_text())
+    label_names = study.run.read_info()["label_names"]
+    tuned = {f["fold"]: f["thresholds"] for f in metrics["entries"]["tiny"]["folds"]}
+    entries = MapStore(study.run.root / "explanations").read_index()
+    assert {e["model"] for e in entries} == {"tiny", "ensemble"}
+    for entry in entries:  # the one-member ensemble has its member's thresholds
+        threshold = tuned[entry["fold"]][label_names.index(entry["label"])]
+        assert entry["threshold"] == pytest.approx(threshold)
+        assert entry["predicted"] == (entry["probability"] >= threshold)
+    assert any(e["threshold"] != 0.5 for e in entries), "tuning moved at least one threshold off 0.5"

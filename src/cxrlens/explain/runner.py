@@ -30,6 +30,7 @@ from cxrlens.explain.store import MapStore, image_id, slug
 from cxrlens.io_utils import stable_hash
 from cxrlens.models.checkpoint import load_model
 from cxrlens.models.ensemble import EnsembleModel
+from cxrlens.predict import thresholds_for
 from cxrlens.train.rundir import RunDir
 
 ENSEMBLE = "ensemble"
@@ -216,6 +217,7 @@ class Engine:
         self._models: dict[str, torch.nn.Module] = {}
         self._footprints: dict[str, Footprint] = {}
         self._meta: dict[str, dict[str, Any]] = {}
+        self._thresholds: dict[str, np.ndarray] = {}  # per model of the loaded fold, as `cxrlens evaluate` decides
         from cxrlens.data.cache import PreprocessCache
 
         self.cache = PreprocessCache(plan.preprocess, plan.run.read_config().data.cache_dir)
@@ -255,6 +257,9 @@ class Engine:
         size = self.plan.preprocess.size
         for name, model in self._models.items():
             self._footprints[name] = measure(model, size)
+            members = self._meta[name].get("members", [])
+            by_label = thresholds_for(self.plan.run, self.plan.label_names, name, fold, members)
+            self._thresholds[name] = np.array([by_label[label] for label in self.plan.label_names])
         self._fold = fold
 
     def image(self, item: WorkItem) -> np.ndarray:
@@ -273,18 +278,20 @@ class Engine:
             with torch.no_grad():
                 logits = model(x.to(self.device))[0]
             probabilities = torch.sigmoid(logits).cpu().numpy()
-            labels = self._labels(item, probabilities)
+            labels = self._labels(item, probabilities, self._thresholds[model_name])
             for method in self.plan.methods:
                 if not self.plan.applies(model_name, method.name):
                     continue
                 written += self._explain(item, image, x, model_name, model, method, labels, probabilities)
         return written
 
-    def _labels(self, item: WorkItem, probabilities: np.ndarray) -> list[str]:
+    def _labels(self, item: WorkItem, probabilities: np.ndarray, thresholds: np.ndarray) -> list[str]:
+        """The requested labels, else the predicted positives and the true labels (else the most likely)."""
         names = self.plan.label_names
         if self.plan.labels:
             return list(self.plan.labels)
-        chosen = [n for n, p in zip(names, probabilities, strict=True) if p >= 0.5 or n in item.true_labels]
+        positive = probabilities >= thresholds
+        chosen = [n for n, p in zip(names, positive, strict=True) if p or n in item.true_labels]
         return chosen or [names[int(np.argmax(probabilities))]]
 
     def _explain(
@@ -338,7 +345,8 @@ class Engine:
                 "label": label,
                 "probability": float(probabilities[index]),
                 "true": label in item.true_labels,
-                "predicted": bool(probabilities[index] >= 0.5),
+                "threshold": float(self._thresholds[model_name][index]),
+                "predicted": bool(probabilities[index] >= self._thresholds[model_name][index]),
                 "labels_in_call": len(todo),
                 "runtime_s": round(seconds, 4),
                 "runtime_per_label_s": round(seconds / len(todo), 4),

@@ -4,7 +4,8 @@
 ``holdout``: the paper's repeated random patient split (60/40 by default), ``folds`` repeats.
 In both, a ``val_fraction`` of each fold's training patients is held out for checkpoint selection,
 so the test part is never used before the final evaluation. Stratification works on the patient
-label matrix (a patient has a label if any of their images has it) plus the image source.
+label matrix (a patient has a label if any of their images has it) plus the image source. Patients
+that share an identical image file are kept together (see :mod:`cxrlens.data.duplicates`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cxrlens.config import SplitConfig
+from cxrlens.data.duplicates import linked_patients
 from cxrlens.data.labels import LabelSpace
 from cxrlens.data.records import Dataset
 from cxrlens.data.sources import read_csv_rows
@@ -37,17 +39,18 @@ class SplitRow:
     subset: str
 
 
-def _patient_matrix(dataset: Dataset, space: LabelSpace) -> tuple[list[str], np.ndarray]:
-    patients = dataset.patients
-    index = {p: i for i, p in enumerate(patients)}
+def _unit_matrix(dataset: Dataset, space: LabelSpace, unit_of: dict[str, str]) -> tuple[list[str], np.ndarray]:
+    """Split units (patients, joined when they share an identical image) x (labels + sources)."""
+    units = sorted(set(unit_of.values()))
+    index = {u: i for i, u in enumerate(units)}
     sources = sorted({r.source for r in dataset.records})
-    matrix = np.zeros((len(patients), len(space) + len(sources)), dtype=np.int64)
+    matrix = np.zeros((len(units), len(space) + len(sources)), dtype=np.int64)
     for rec in dataset.records:
-        row = index[rec.patient_id]
+        row = index[unit_of[rec.patient_id]]
         matrix[row, : len(space)] |= space.encode(rec.labels).astype(np.int64)
         if len(sources) > 1:
             matrix[row, len(space) + sources.index(rec.source)] = 1
-    return patients, matrix
+    return units, matrix
 
 
 def _shuffle_split(matrix: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -65,8 +68,11 @@ def _shuffle_split(matrix: np.ndarray, fraction: float, seed: int) -> tuple[np.n
 
 
 def make_splits(dataset: Dataset, space: LabelSpace, cfg: SplitConfig) -> list[SplitRow]:
-    patients, matrix = _patient_matrix(dataset, space)
-    n = len(patients)
+    """Rows for every image and fold. Patients that share an identical image file (a re-posted X-ray
+    under another patient id) are split as one unit, so the same pixels never reach train and test."""
+    unit_of = linked_patients(dataset.records)
+    units, matrix = _unit_matrix(dataset, space, unit_of)
+    n = len(units)
     need = cfg.folds if cfg.scheme == "kfold" else 3
     if n < need:
         raise DataError(f"only {n} patient(s); {cfg.scheme} with {cfg.folds} folds needs at least {need}")
@@ -80,9 +86,9 @@ def make_splits(dataset: Dataset, space: LabelSpace, cfg: SplitConfig) -> list[S
         for repeat in range(cfg.folds):
             fold_parts.append(_shuffle_split(matrix, cfg.test_fraction, cfg.seed + repeat))
 
-    by_patient: dict[str, list[str]] = defaultdict(list)
+    by_unit: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for rec in dataset.records:
-        by_patient[rec.patient_id].append(rec.filename)
+        by_unit[unit_of[rec.patient_id]].append((rec.filename, rec.patient_id))
 
     rows: list[SplitRow] = []
     for fold, (train_val, test) in enumerate(fold_parts):
@@ -90,8 +96,8 @@ def make_splits(dataset: Dataset, space: LabelSpace, cfg: SplitConfig) -> list[S
         subset_of: dict[int, str] = {int(i): "test" for i in test}
         subset_of.update({int(train_val[i]): "train" for i in train_rows})
         subset_of.update({int(train_val[i]): "val" for i in val_rows})
-        for i, patient in enumerate(patients):
-            for filename in by_patient[patient]:
+        for i, unit in enumerate(units):
+            for filename, patient in by_unit[unit]:
                 rows.append(SplitRow(filename, patient, fold, subset_of[i]))
     check_splits(rows, kfold=cfg.scheme == "kfold")
     return rows

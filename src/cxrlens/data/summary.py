@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from cxrlens.config import DataConfig
+from cxrlens.data.duplicates import identical_files
 from cxrlens.data.imageio import read_info
 from cxrlens.data.labels import PRESETS, label_counts
 from cxrlens.data.records import Dataset, ProblemLog
@@ -58,6 +59,17 @@ def summarize(
         part = [r for r in usable if r.source == source]
         by_source[source] = {"images": len(part), "patients": len({r.patient_id for r in part})}
     problems = [str(p) for p in dataset.problems + log.problems]
+    notes = list(dataset.notes)
+    groups = identical_files(usable) if check_images else []
+    identical = [[r.filename for r in group] for group in groups]
+    if identical:
+        across = sum(1 for group in groups if len({r.patient_id for r in group}) > 1)
+        notes.append(
+            f"{len(identical)} group(s) of identical image files ({across} across different patient ids; "
+            "`data split` keeps those patients together): "
+            + "; ".join(" = ".join(g) for g in identical[:5])
+            + (" ..." if len(identical) > 5 else "")
+        )
     return {
         "root": str(dataset.root),
         "images": len(usable),
@@ -73,5 +85,6 @@ def summarize(
         "image_sizes": {"width": _stats(widths), "height": _stats(heights)} if check_images else {},
         "problems": problems,
         "skipped": len(problems),
-        "notes": list(dataset.notes),
+        "identical_files": identical,
+        "notes": notes,
     }

@@ -428,7 +428,8 @@ def run_explain(
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=r".*treespec.*")
         outputs = trainer.predict(_lightning_module(engine), loader, return_predictions=True)
-    written = int(sum(outputs or []))
+    mine = torch.tensor(float(sum(outputs or [])), device=trainer.strategy.root_device)
+    written = int(trainer.strategy.reduce(mine, reduce_op="sum").item())  # every rank's maps, not rank 0's
     trainer.strategy.barrier()
     if not trainer.is_global_zero:
         return {}

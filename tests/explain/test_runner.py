@@ -1,6 +1,9 @@
 """`explain` end to end on a tiny trained run: maps, sidecars, overlays, figures, resume, bad input."""
 
 import json
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -126,3 +129,28 @@ def test_predicted_labels_use_the_runs_tuned_thresholds(tmp_path):
         assert entry["threshold"] == pytest.approx(threshold)
         assert entry["predicted"] == (entry["probability"] >= threshold)
     assert any(e["threshold"] != 0.5 for e in entries), "tuning moved at least one threshold off 0.5"
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_shard_the_images_and_write_the_same_maps(study, explained, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(study.run.root, copy)
+    shutil.rmtree(copy / "explanations")
+    result = subprocess.run(
+        [sys.executable, "-m", "cxrlens", "explain", "--run", str(copy), "--n-images", "2",
+         "--methods", "saliency", "--methods", "occlusion", "--param", "occlusion.window=12",
+         "--param", "occlusion.stride=12", "--no-figures", "--devices", "2", "--strategy", "ddp"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    def keys(root):
+        return {
+            (e["image"], e["model"], e["method"], e["label"])
+            for e in MapStore(root / "explanations").read_index()
+            if e["method"] in ("saliency", "occlusion")
+        }
+
+    expected = keys(study.run.root)
+    assert keys(copy) == expected
+    assert f"{len(expected)} map(s) computed" in result.stdout, "the count covers both ranks"

@@ -369,7 +369,8 @@ def _smoothgrad(ctx: Context, params: SmoothGradParams, x: torch.Tensor, targets
     batch = max(1, ctx.grad_batch(copies))
     maps = []
     for target in targets:
-        with torch.random.fork_rng(devices=[]):  # seeded noise without touching the caller's generator
+        gpu = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=gpu):  # seeded noise without touching the caller's generators
             torch.manual_seed(params.seed)
             attr = tunnel.attribute(
                 x,

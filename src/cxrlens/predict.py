@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,17 +12,19 @@ import torch
 from cxrlens.config import PreprocessConfig
 from cxrlens.data.preprocess import preprocess_file
 from cxrlens.errors import RunError
+from cxrlens.evaluate.ensemble import ENSEMBLE
+from cxrlens.evaluate.thresholds import thresholds_for
 from cxrlens.models.checkpoint import load_model
 from cxrlens.train.rundir import RunDir
 
 
-def select_models(run: RunDir, model: str = "ensemble", fold: int | None = None) -> list[tuple[str, int]]:
+def select_models(run: RunDir, model: str = ENSEMBLE, fold: int | None = None) -> list[tuple[str, int]]:
     """Trained (model, fold) pairs matching ``model`` ('ensemble' = all models) and ``fold``."""
     pairs = run.trained()
     if not pairs:
         raise RunError(f"{run.root}: no trained models yet (run `cxrlens cv` or `cxrlens train`)")
     names = sorted({m for m, _ in pairs})
-    if model != "ensemble":
+    if model != ENSEMBLE:
         if model not in names:
             raise RunError(f"model {model!r} is not trained in {run.root}; trained: {', '.join(names)}, ensemble")
         pairs = [p for p in pairs if p[0] == model]
@@ -35,38 +36,8 @@ def select_models(run: RunDir, model: str = "ensemble", fold: int | None = None)
     return pairs
 
 
-def thresholds_for(
-    run: RunDir,
-    label_names: Sequence[str],
-    model: str = "ensemble",
-    fold: int | None = None,
-    members: Sequence[str] = (),
-) -> dict[str, float]:
-    """The decision thresholds of the run's last ``cxrlens evaluate`` (fixed or tuned on validation; those
-    of ``fold``, or their mean over folds), so predictions and explanations decide as the tables do.
-
-    The ensemble uses those of ``ensemble-mean``; when that was not evaluated (one member, or ensembles
-    off), the mean of its ``members``' thresholds. A model not evaluated yet uses the configured number.
-    """
-    metrics = run.root / "evaluation" / "metrics.json"
-    entries = json.loads(metrics.read_text(encoding="utf-8"))["entries"] if metrics.is_file() else {}
-    entry = entries.get("ensemble-mean" if model == "ensemble" else model)
-    folds = [f for f in entry["folds"] if fold is None or f["fold"] == fold] if entry else []
-    if folds:
-        mean = np.mean([f["thresholds"] for f in folds], axis=0)
-        return dict(zip(label_names, (float(t) for t in mean), strict=True))
-    if model == "ensemble" and members:
-        each = [thresholds_for(run, label_names, m, fold) for m in members]
-        return {name: float(np.mean([t[name] for t in each])) for name in label_names}
-    configured = run.read_config().evaluate.threshold
-    if isinstance(configured, str):
-        where = f"{model!r}" + ("" if fold is None else f" in fold {fold}")
-        raise RunError(f"{run.root}: thresholds are 'tuned' but not computed for {where}; run `cxrlens evaluate`")
-    return {name: float(configured) for name in label_names}
-
-
 def predict_images(
-    run_dir: str | Path, images: Sequence[str | Path], model: str = "ensemble", fold: int | None = None
+    run_dir: str | Path, images: Sequence[str | Path], model: str = ENSEMBLE, fold: int | None = None
 ) -> dict[str, Any]:
     run = RunDir(Path(run_dir))
     info = run.read_info()

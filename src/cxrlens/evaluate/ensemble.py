@@ -15,6 +15,7 @@ import numpy as np
 
 from cxrlens.evaluate.rundir import Predictions
 
+ENSEMBLE = "ensemble"  # how predict / explain / the report address a fold's mean-probability ensemble
 ENSEMBLE_MEAN = "ensemble-mean"
 ENSEMBLE_VOTE = "ensemble-vote"
 ENSEMBLE_NAMES = (ENSEMBLE_MEAN, ENSEMBLE_VOTE)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cxrlens.models.registry import model_device
+
 GIB = 1024**3
 GRAD_FACTOR = 2.5
 NO_GRAD_FACTOR = 4.0
@@ -62,8 +64,7 @@ def measure(model: nn.Module, size: int, channels: int = 1) -> Footprint:
         elif isinstance(output, tuple | list):
             sizes.extend(t.numel() * t.element_size() for t in output if isinstance(t, torch.Tensor))
 
-    parameter = next(model.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
+    device = model_device(model)
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
     modes = {m: m.training for m in model.modules()}

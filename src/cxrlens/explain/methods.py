@@ -22,6 +22,7 @@ from cxrlens.config import StrictModel, validate
 from cxrlens.errors import MethodError
 from cxrlens.explain import perturbation
 from cxrlens.explain.budget import Footprint
+from cxrlens.models.registry import model_device
 from cxrlens.registry import Registry
 
 
@@ -115,8 +116,7 @@ class Context:
     @property
     def device(self) -> torch.device:
         """Where the model's weights are (inputs go there; maps come back to the CPU)."""
-        parameter = next(self.model.parameters(), None)
-        return parameter.device if parameter is not None else torch.device("cpu")
+        return model_device(self.model)
 
     def module(self, params: Params) -> nn.Module:
         return self.model if params.output == "logit" else ProbabilityOutput(self.model)

@@ -49,6 +49,7 @@ from torch import nn
 
 from cxrlens.errors import DataError, LabelError, ModelError, RunError
 from cxrlens.io_utils import atomic_write_bytes, atomic_write_json
+from cxrlens.models.registry import model_device
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -501,8 +502,7 @@ def compute_nap(
 
         return hook
 
-    param = next(iter(model.parameters()), None)
-    device = param.device if param is not None else torch.device("cpu")
+    device = model_device(model)
     modes = {module: module.training for module in model.modules()}
     handles = [module.register_forward_hook(make_hook(name)) for name, module in modules.items()]
     seen = 0

@@ -24,16 +24,15 @@ from cxrlens.config import ExplainConfig, PreprocessConfig, validate
 from cxrlens.data.preprocess import preprocess_file
 from cxrlens.data.records import ImageRecord
 from cxrlens.errors import RunError
+from cxrlens.evaluate.ensemble import ENSEMBLE
+from cxrlens.evaluate.thresholds import thresholds_for
 from cxrlens.explain.budget import GIB, Footprint, measure
 from cxrlens.explain.methods import Context, Method, get_method, method_names
 from cxrlens.explain.store import MapStore, image_id, slug
 from cxrlens.io_utils import stable_hash
 from cxrlens.models.checkpoint import load_model
 from cxrlens.models.ensemble import EnsembleModel
-from cxrlens.predict import thresholds_for
 from cxrlens.train.rundir import RunDir
-
-ENSEMBLE = "ensemble"
 
 
 @dataclass

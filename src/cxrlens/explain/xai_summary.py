@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from cxrlens.evaluate.ensemble import ENSEMBLE
 from cxrlens.explain import xai_metrics as xm
 from cxrlens.explain.budget import GIB
 from cxrlens.explain.methods import METHODS
 from cxrlens.explain.store import MapStore
 
-ENSEMBLE = "ensemble"
 SANITY_THRESHOLD = xm.SANITY_THRESHOLD
 BORDER_FRACTION = xm.BORDER_FRACTION
 CONFIDENCE = 0.95

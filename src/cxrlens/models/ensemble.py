@@ -9,12 +9,13 @@ import torch
 from torch import nn
 
 from cxrlens.errors import ModelError
+from cxrlens.evaluate.ensemble import ENSEMBLE
 
 
 class EnsembleModel(nn.Module):
     """``forward`` returns logit(mean probability) [B, L]; ``mean_probability`` the mean itself."""
 
-    model_name = "ensemble"
+    model_name = ENSEMBLE
     gradcam_layer_name = None  # no single layer: Grad-CAM-style methods refuse the ensemble
 
     def __init__(self, members: Sequence[nn.Module], names: Sequence[str] | None = None) -> None:

@@ -155,5 +155,11 @@ def get_spec(name: str) -> ModelSpec:
     return MODELS.get(name)
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's weights are (the CPU for a model without parameters)."""
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -40,7 +40,7 @@ def _sample_image(size: int):  # type: ignore[no-untyped-def]
 
 def _superpixel_passes(params, x) -> int:  # type: ignore[no-untyped-def]
     """Forward passes of feature ablation / Shapley sampling for the SLIC features of ``x``."""
-    from cxrlens.explain.perturbation import superpixels
+    from cxrlens.attribution.perturbation import superpixels
 
     features = int(superpixels(x[0, 0].numpy(), params.segments, params.compactness).max()) + 1
     return getattr(params, "n_samples", 1) * features + 1
@@ -49,9 +49,9 @@ def _superpixel_passes(params, x) -> int:  # type: ignore[no-untyped-def]
 def child_cost(model_name: str, method_name: str, size: int, max_passes: int) -> dict:
     import torch
 
-    from cxrlens.explain.budget import GIB, measure
-    from cxrlens.explain.methods import Context, get_method
-    from cxrlens.explain.prepare import prepare_model
+    from cxrlens.attribution.budget import GIB, measure
+    from cxrlens.attribution.methods import Context, get_method
+    from cxrlens.attribution.prepare import prepare_model
     from cxrlens.models import create_model
 
     warnings.simplefilter("ignore")
@@ -102,7 +102,7 @@ def child_speedup(model_name: str, size: int, window: int, stride: int, labels: 
     import torch
     from captum.attr import Occlusion
 
-    from cxrlens.explain.perturbation import occlusion, occlusion_passes
+    from cxrlens.attribution.perturbation import occlusion, occlusion_passes
     from cxrlens.models import create_model
 
     warnings.simplefilter("ignore")
@@ -163,7 +163,7 @@ def main() -> None:
             print(json.dumps(child_speedup(rest[0], int(rest[1]), int(rest[2]), int(rest[3]), int(rest[4]))))
         return
 
-    from cxrlens.explain.methods import method_names
+    from cxrlens.attribution.methods import method_names
 
     methods = args.methods or method_names()
     lines = []

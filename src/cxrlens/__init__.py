@@ -1,7 +1,7 @@
 """cxrlens: train, compare and explain chest X-ray classifiers.
 
 ``cxrlens.create_model(name, num_labels=14, weights="none")`` builds any registered backbone;
-``cxrlens.explain.prepare_model(model)`` readies one for captum. Heavy modules load on first use.
+``cxrlens.attribution.prepare_model(model)`` readies one for captum. Heavy modules load on first use.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from cxrlens.errors import RunError
 from cxrlens.evaluate.ensemble import ENSEMBLE
 from cxrlens.evaluate.thresholds import thresholds_for
 from cxrlens.models.checkpoint import load_model
-from cxrlens.train.rundir import RunDir
+from cxrlens.run.folder import RunDir
 
 
 def select_models(run: RunDir, model: str = ENSEMBLE, fold: int | None = None) -> list[tuple[str, int]]:

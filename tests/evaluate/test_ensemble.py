@@ -3,7 +3,7 @@ import pytest
 
 from cxrlens.evaluate import evaluate_run
 from cxrlens.evaluate.ensemble import align, common_filenames, mean_ensemble, vote_ensemble
-from cxrlens.evaluate.rundir import Predictions
+from cxrlens.run.predictions import Predictions
 from tests.evaluate.synthetic import LABELS, synthetic_run, write_run
 
 

@@ -5,9 +5,9 @@ import json
 import pytest
 
 from cxrlens.config import ExplainConfig
-from cxrlens.explain.nap import run_nap
 from cxrlens.explain.runner import run_explain
-from cxrlens.explain.store import MapStore
+from cxrlens.nap.profiles import run_nap
+from cxrlens.run.maps import MapStore
 from cxrlens.train.runner import open_study, train_fold
 from tests.conftest import real_run_config
 

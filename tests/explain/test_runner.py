@@ -11,7 +11,7 @@ import pytest
 from cxrlens.config import ExplainConfig
 from cxrlens.errors import RegistryError, RunError
 from cxrlens.explain.runner import make_plan, run_explain
-from cxrlens.explain.store import MapStore, load_map
+from cxrlens.run.maps import MapStore, load_map
 from cxrlens.train.runner import open_study, run_cv
 from tests.train.test_runner import tiny_config
 

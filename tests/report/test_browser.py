@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cxrlens.explain.store import image_id
+from cxrlens.run.maps import image_id
 from tests.report import test_report as shared
 from tests.report.test_report import EVIL_FILE, EVIL_FINDING, EVIL_PATIENT
 

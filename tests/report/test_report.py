@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from cxrlens.config import ExplainConfig, load_run_config
-from cxrlens.explain.store import image_id
 from cxrlens.report.builder import build_report, json_island
+from cxrlens.run.maps import image_id
 from tests.conftest import save_png, write_csv, xray_like
 from tests.train.test_runner import tiny_config
 
@@ -131,8 +131,8 @@ def _write_xai(run_root: Path, model: str, methods: list[str], evil: bool = Fals
 def tiny_run(tmp_path_factory):
     """A tiny trained run: a report before anything else, then evaluation, explanations, NAP and xai, and a report."""
     from cxrlens.evaluate import evaluate_run, write_evaluation
-    from cxrlens.explain.nap import run_nap
     from cxrlens.explain.runner import run_explain
+    from cxrlens.nap.profiles import run_nap
     from cxrlens.train.runner import open_study, run_cv
 
     root = tmp_path_factory.mktemp("report")

@@ -20,7 +20,7 @@ def evaluate_cmd(
 ) -> None:
     """Micro/macro and per-label metrics, mean ± std over folds, Table 2, charts; writes run/evaluation/."""
     from cxrlens.evaluate import evaluate_run, markdown_table, write_evaluation
-    from cxrlens.train.rundir import RunDir, append_command
+    from cxrlens.run.folder import RunDir, append_command
 
     rundir = RunDir(run)
     cfg = rundir.read_config().evaluate

@@ -20,7 +20,7 @@ def methods_cmd(
     size: Annotated[int, typer.Option("--size", help="image size for the cost column")] = 512,
 ) -> None:
     """List the attribution methods with their parameters and cost (passes per image)."""
-    from cxrlens.explain.methods import METHODS
+    from cxrlens.attribution.methods import METHODS
 
     rows = [METHODS.get(name).describe(size) for name in METHODS.names()]
     if as_json:
@@ -71,7 +71,7 @@ def explain_cmd(
 ) -> None:
     """Explain images with every chosen method, model and label; maps, overlays and figures (resumable)."""
     from cxrlens.explain.runner import explain_config, run_explain
-    from cxrlens.train.rundir import RunDir
+    from cxrlens.run.folder import RunDir
     from cxrlens.train.runner import open_study, parse_devices
 
     rundir = RunDir(run)
@@ -119,7 +119,7 @@ def nap_cmd(
     top_k: Annotated[int, typer.Option("--top-k", help="maps shown per layer")] = 20,
 ) -> None:
     """Neuron activation profiles: per layer, group-mean feature-map activations minus the mean over groups."""
-    from cxrlens.explain.nap import parse_group_option, run_nap
+    from cxrlens.nap.profiles import parse_group_option, run_nap
 
     groups = dict(parse_group_option(g) for g in group) if group else None
     with progress_bar("activation profiles", None) as advance:

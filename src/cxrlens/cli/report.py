@@ -17,7 +17,7 @@ def report_cmd(
 ) -> None:
     """Data, metrics, explanation gallery, explanation metrics, NAP and provenance in one offline HTML page."""
     from cxrlens.report.builder import build_report
-    from cxrlens.train.rundir import RunDir, append_command
+    from cxrlens.run.folder import RunDir, append_command
 
     index = build_report(run, out)
     append_command(RunDir(run))

@@ -15,7 +15,7 @@ RunOpt = Annotated[Path, typer.Option("--run", "-r", help="run folder with expla
 
 
 def _number(value: Any, digits: int = 3) -> str:
-    from cxrlens.explain.xai_files import format_number
+    from cxrlens.xai.files import format_number
 
     return format_number(value, digits)
 
@@ -26,7 +26,7 @@ def _metric_table(name: str, block: dict[str, Any]) -> Table | None:
         return None
     methods = list(dict.fromkeys(r["method"] for r in rows))
     models = list(dict.fromkeys(r["model"] for r in rows))
-    from cxrlens.explain.xai_files import direction
+    from cxrlens.xai.files import direction
 
     table = Table(title=f"{name} ({direction(name, block['higher_is_better'])}): mean [95% CI]", title_justify="left")
     table.add_column("model")
@@ -122,8 +122,8 @@ def evaluate_explanations_cmd(
     no_figures: Annotated[bool, typer.Option("--no-figures", help="tables and JSON only")] = False,
 ) -> None:
     """Measure the explanation maps: faithfulness, lung localisation, sanity, fold stability, shortcut audit."""
-    from cxrlens.explain.xai_study import evaluate_explanations
-    from cxrlens.train.rundir import RunDir, append_command
+    from cxrlens.run.folder import RunDir, append_command
+    from cxrlens.xai.study import evaluate_explanations
 
     rundir = RunDir(run)
     budget = memory_gib if memory_gib is not None else rundir.read_config().explain.memory_gib

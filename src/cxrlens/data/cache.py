@@ -20,7 +20,7 @@ from cxrlens.config import PreprocessConfig
 from cxrlens.data.preprocess import preprocess_file
 from cxrlens.data.records import ImageRecord
 from cxrlens.errors import ImageReadError
-from cxrlens.io_utils import atomic_open, atomic_write_json, sha256_file, stable_hash
+from cxrlens.fileio import atomic_open, atomic_write_json, sha256_file, stable_hash
 
 SCALE = 65535.0
 

@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from cxrlens.data.records import ImageRecord
-from cxrlens.io_utils import sha256_file
+from cxrlens.fileio import sha256_file
 
 
 def identical_files(records: Sequence[ImageRecord]) -> list[list[ImageRecord]]:

@@ -25,7 +25,7 @@ from cxrlens.data.labels import LabelSpace
 from cxrlens.data.records import Dataset
 from cxrlens.data.sources import read_csv_rows
 from cxrlens.errors import DataError
-from cxrlens.io_utils import atomic_write_text, sha256_text
+from cxrlens.fileio import atomic_write_text, sha256_text
 
 SUBSETS = ("train", "val", "test")
 SPLIT_COLUMNS = ("filename", "patient_id", "fold", "subset")

@@ -8,9 +8,9 @@ from __future__ import annotations
 from cxrlens.evaluate.ensemble import ENSEMBLE_MEAN, ENSEMBLE_VOTE, mean_ensemble, vote_ensemble
 from cxrlens.evaluate.evaluation import EntryEvaluation, EvaluationResult, Pooled, evaluate_run, write_evaluation
 from cxrlens.evaluate.metrics import FoldMetrics, fold_metrics, label_prior_baseline, summarize_folds
-from cxrlens.evaluate.rundir import Predictions, RunData, load_run
 from cxrlens.evaluate.tables import markdown_table
 from cxrlens.evaluate.thresholds import parse_threshold, tune_thresholds
+from cxrlens.run.predictions import Predictions, RunData, load_run
 
 __all__ = [
     "ENSEMBLE_MEAN",

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from cxrlens.evaluate.rundir import Predictions
+from cxrlens.run.predictions import Predictions
 
 ENSEMBLE = "ensemble"  # how predict / explain / the report address a fold's mean-probability ensemble
 ENSEMBLE_MEAN = "ensemble-mean"

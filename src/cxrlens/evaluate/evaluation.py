@@ -23,10 +23,10 @@ from cxrlens.evaluate.metrics import (
     summarize_folds,
 )
 from cxrlens.evaluate.plots import write_figures
-from cxrlens.evaluate.rundir import PREDICTIONS_CSV, RunData, load_run
 from cxrlens.evaluate.tables import markdown_table, per_label_csv, table2_csv
 from cxrlens.evaluate.thresholds import FIXED, fixed_thresholds, parse_threshold, tune_thresholds
-from cxrlens.io_utils import atomic_write_json, atomic_write_text
+from cxrlens.fileio import atomic_write_json, atomic_write_text
+from cxrlens.run.predictions import PREDICTIONS_CSV, RunData, load_run
 
 EVALUATION_DIR = "evaluation"
 FORMAT = "cxrlens-evaluation/1"

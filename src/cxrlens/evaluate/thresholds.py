@@ -19,7 +19,7 @@ from cxrlens.errors import ConfigError, RunError
 from cxrlens.evaluate.ensemble import ENSEMBLE, ENSEMBLE_MEAN
 
 if TYPE_CHECKING:
-    from cxrlens.train.rundir import RunDir
+    from cxrlens.run.folder import RunDir
 
 DEFAULT_THRESHOLD = 0.5
 FIXED = "fixed"

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from cxrlens.io_utils import atomic_open
+from cxrlens.fileio import atomic_open
 
 SIGNED_CMAP = "RdBu_r"
 POSITIVE_CMAP = "inferno"

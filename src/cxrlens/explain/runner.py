@@ -20,19 +20,19 @@ import numpy as np
 import torch
 
 import cxrlens
+from cxrlens.attribution.budget import GIB, Footprint, measure
+from cxrlens.attribution.methods import Context, Method, get_method, method_names
 from cxrlens.config import ExplainConfig, PreprocessConfig, validate
 from cxrlens.data.preprocess import preprocess_file
 from cxrlens.data.records import ImageRecord
 from cxrlens.errors import RunError
 from cxrlens.evaluate.ensemble import ENSEMBLE
 from cxrlens.evaluate.thresholds import thresholds_for
-from cxrlens.explain.budget import GIB, Footprint, measure
-from cxrlens.explain.methods import Context, Method, get_method, method_names
-from cxrlens.explain.store import MapStore, image_id, slug
-from cxrlens.io_utils import stable_hash
+from cxrlens.fileio import stable_hash
 from cxrlens.models.checkpoint import load_model
 from cxrlens.models.ensemble import EnsembleModel
-from cxrlens.train.rundir import RunDir
+from cxrlens.run.folder import RunDir
+from cxrlens.run.maps import MapStore, image_id, slug
 
 
 @dataclass
@@ -224,7 +224,7 @@ class Engine:
     def _load_fold(self, fold: int) -> None:
         if self._fold == fold:
             return
-        from cxrlens.explain.prepare import prepare_model
+        from cxrlens.attribution.prepare import prepare_model
 
         self._models.clear()  # one fold's models in memory at a time
         members = []
@@ -451,7 +451,7 @@ def run_explain(
 def draw_figures(plan: Plan, entries: list[dict[str, Any]]) -> list[Path]:
     """Grids per image and label, occlusion across models, occlusion over a patient's follow-ups."""
     from cxrlens.explain.render import grid_figure, strip_figure
-    from cxrlens.explain.store import load_map
+    from cxrlens.run.maps import load_map
 
     store = MapStore(plan.run.root / "explanations")
     wanted_images = {item.filename for item in plan.items}
@@ -491,7 +491,7 @@ def draw_figures(plan: Plan, entries: list[dict[str, Any]]) -> list[Path]:
 
 def _followup_figures(plan: Plan, by_key: Any, probability: Any, engine: Engine, out: Path) -> list[Path]:
     from cxrlens.explain.render import strip_figure
-    from cxrlens.explain.store import load_map
+    from cxrlens.run.maps import load_map
 
     items = [i for i in plan.items if i.patient_id == plan.followup_patient]
     items.sort(key=lambda i: (_offset(i.offset), i.date, i.filename))

@@ -15,7 +15,7 @@ import torch
 
 import cxrlens
 from cxrlens.errors import ModelError
-from cxrlens.io_utils import atomic_write_bytes, sha256_file
+from cxrlens.fileio import atomic_write_bytes, sha256_file
 from cxrlens.models.registry import CxrClassifier, create_model
 from cxrlens.models.weights import read_state_file
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrlens.io_utils import atomic_write_bytes
+from cxrlens.fileio import atomic_write_bytes
 
 ASSETS = "assets"
 ASSET_FOLDERS = ("evaluation", "explanations", "gallery", "xai", "nap")  # what ``prune`` may clean

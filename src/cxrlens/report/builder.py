@@ -30,7 +30,7 @@ from typing import Any
 from markupsafe import Markup
 
 from cxrlens.errors import RunError
-from cxrlens.io_utils import atomic_write_text
+from cxrlens.fileio import atomic_write_text
 from cxrlens.report.assets import AssetWriter, data_uri, legend_png, safe_name
 from cxrlens.report.gallery import build_gallery, figure_groups
 from cxrlens.report.sections import (
@@ -42,7 +42,7 @@ from cxrlens.report.sections import (
     provenance_section,
     xai_section,
 )
-from cxrlens.train.rundir import RunDir
+from cxrlens.run.folder import RunDir
 
 FORMAT = "cxrlens-report/1"
 DEFAULT_MAX_SIDE = 256

@@ -18,10 +18,10 @@ import numpy as np
 from cxrlens.config import PreprocessConfig
 from cxrlens.errors import CxrlensError, RunError
 from cxrlens.evaluate.ensemble import ENSEMBLE
-from cxrlens.explain.store import MapStore, image_id, load_map
-from cxrlens.explain.store import slug as store_slug
 from cxrlens.report.assets import AssetWriter, grey_png, heat_rgba, png_bytes, safe_name
 from cxrlens.report.sections import DamagedFile, read_json
+from cxrlens.run.maps import MapStore, image_id, load_map
+from cxrlens.run.maps import slug as store_slug
 
 FIGURE_KINDS = (
     ("grid", "grid_", "Models × methods for one image and label"),

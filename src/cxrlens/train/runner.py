@@ -22,11 +22,11 @@ from cxrlens.data.records import Dataset
 from cxrlens.data.sources import load_dataset
 from cxrlens.data.splits import SplitRow, fold_files, make_splits, read_splits, write_splits
 from cxrlens.errors import DataError, RunError
-from cxrlens.io_utils import atomic_open, atomic_write_json, atomic_write_text, sha256_file, stable_hash
+from cxrlens.fileio import atomic_open, atomic_write_json, atomic_write_text, sha256_file, stable_hash
 from cxrlens.models.checkpoint import save_model
 from cxrlens.models.registry import CxrClassifier, create_model
+from cxrlens.run.folder import RunDir, write_labels_csv, write_run_info
 from cxrlens.train.data import CachedImages, make_loader
-from cxrlens.train.rundir import RunDir, write_labels_csv, write_run_info
 
 PREDICTION_COLUMNS = ("filename", "patient_id", "fold", "model", "subset")
 

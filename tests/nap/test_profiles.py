@@ -13,7 +13,7 @@ from torch import nn
 
 from cxrlens.config import load_run_config
 from cxrlens.errors import DataError, LabelError, ModelError, RunError
-from cxrlens.explain.nap import (
+from cxrlens.nap.profiles import (
     DEFAULT_GROUPS,
     ExpressionError,
     compute_nap,

@@ -3,7 +3,7 @@
 Each method turns one preprocessed grey image ``x`` [1, 1, H, W] and a list of label indices into
 maps [T, H, W] (plus DeepLIFT / IG convergence deltas). Gradient methods batch the labels (the image
 repeated once per label, one target each); perturbation methods compute every label from the same
-forward passes (see :mod:`cxrlens.explain.perturbation`). Batch sizes come from a memory budget.
+forward passes (see :mod:`cxrlens.attribution.perturbation`). Batch sizes come from a memory budget.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from cxrlens.attribution import perturbation
+from cxrlens.attribution.budget import Footprint
 from cxrlens.config import StrictModel, validate
 from cxrlens.errors import MethodError
-from cxrlens.explain import perturbation
-from cxrlens.explain.budget import Footprint
 from cxrlens.models.registry import model_device
 from cxrlens.registry import Registry
 

@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from cxrlens.errors import DataError, LabelError, ModelError, RunError
-from cxrlens.io_utils import atomic_write_bytes, atomic_write_json
+from cxrlens.fileio import atomic_write_bytes, atomic_write_json
 from cxrlens.models.registry import model_device
 
 if TYPE_CHECKING:
@@ -737,8 +737,8 @@ def run_nap(
     """
     from cxrlens.data.splits import fold_files
     from cxrlens.models.checkpoint import load_model
+    from cxrlens.run.folder import RunDir
     from cxrlens.train.data import CachedImages, make_loader
-    from cxrlens.train.rundir import RunDir
     from cxrlens.train.runner import open_study
 
     if images not in IMAGE_CHOICES:

@@ -31,7 +31,7 @@ from cxrlens.config import RunConfig
 from cxrlens.data.labels import LabelSpace
 from cxrlens.data.records import Dataset
 from cxrlens.errors import RunError
-from cxrlens.io_utils import atomic_write_json, atomic_write_text
+from cxrlens.fileio import atomic_write_json, atomic_write_text
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from captum.attr import FeatureAblation, Occlusion, ShapleyValueSampling
 
-from cxrlens.explain import perturbation as P
+from cxrlens.attribution import perturbation as P
 from cxrlens.models import create_model
 
 

@@ -9,11 +9,11 @@ from typer.testing import CliRunner
 
 from cxrlens.config import ExplainConfig
 from cxrlens.errors import ConfigError, RunError
-from cxrlens.explain import xai_study
 from cxrlens.explain.runner import run_explain
-from cxrlens.explain.store import MapStore
-from cxrlens.explain.xai_study import METRICS, evaluate_explanations
+from cxrlens.run.maps import MapStore
 from cxrlens.train.runner import open_study, run_cv
+from cxrlens.xai import study as xai_study
+from cxrlens.xai.study import METRICS, evaluate_explanations
 from tests.train.test_runner import tiny_config
 
 METHODS = ["saliency", "gradcam", "occlusion"]

@@ -1,7 +1,7 @@
 """`cxrlens evaluate-explanations`: measure the maps of a run instead of judging them by eye.
 
 The paper compared heatmaps qualitatively. Here every map of ``run/explanations`` (image x model x method x
-label) gets numbers (:mod:`cxrlens.explain.xai_metrics` says how each is defined):
+label) gets numbers (:mod:`cxrlens.xai.measures` says how each is defined):
 
 * faithfulness: deletion and insertion AUC of the label's probability, and their gains over random pixel
   orders (``n_random`` seeded orders per image, shared by every model, method and label);
@@ -28,8 +28,8 @@ Only what is missing is computed: the stored maps are reused; per-map results ar
 ``run/xai/cache.json`` and the other folds' maps stored in ``run/xai/maps`` (keyed by parameters and
 checkpoint hashes), so a rerun or a run with more images only does the new work. Outputs (atomic writes) in
 ``run/xai/``: ``metrics.json``, ``per_map.csv``, ``tables/<metric>.md|.csv``, ``figures/*.png``.
-This module computes the scores; :mod:`cxrlens.explain.xai_summary` summarises and ranks them and
-:mod:`cxrlens.explain.xai_files` writes the tables and figures.
+This module computes the scores; :mod:`cxrlens.xai.summary` summarises and ranks them and
+:mod:`cxrlens.xai.files` writes the tables and figures.
 """
 
 from __future__ import annotations
@@ -46,13 +46,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from cxrlens.attribution.budget import Footprint, measure
+from cxrlens.attribution.methods import Context, ProbabilityOutput, get_method, method_names
 from cxrlens.errors import ConfigError, RunError
-from cxrlens.explain import xai_metrics as xm
-from cxrlens.explain.budget import Footprint, measure
-from cxrlens.explain.methods import Context, ProbabilityOutput, get_method, method_names
-from cxrlens.explain.store import MapStore, load_map
-from cxrlens.explain.xai_files import draw_figures, per_map_csv, write_tables
-from cxrlens.explain.xai_summary import (
+from cxrlens.fileio import atomic_write_text, stable_hash
+from cxrlens.run.folder import RunDir
+from cxrlens.run.maps import MapStore, load_map
+from cxrlens.xai import measures as xm
+from cxrlens.xai.files import draw_figures, per_map_csv, write_tables
+from cxrlens.xai.summary import (
     BORDER_FRACTION,
     ENSEMBLE,
     METRICS,
@@ -66,8 +68,6 @@ from cxrlens.explain.xai_summary import (
     shortcut_audit,
     verdict,
 )
-from cxrlens.io_utils import atomic_write_text, stable_hash
-from cxrlens.train.rundir import RunDir
 
 FORMAT = "cxrlens-xai/1"
 MAPS_PER_CHUNK = 16  # maps whose deletion / insertion curves are built together
@@ -137,7 +137,7 @@ class _ModelBank:
 
     def _member(self, name: str, fold: int) -> torch.nn.Module:
         if name not in self._models:
-            from cxrlens.explain.prepare import prepare_model
+            from cxrlens.attribution.prepare import prepare_model
             from cxrlens.models.checkpoint import load_model
 
             if not self.run.is_done(name, fold):

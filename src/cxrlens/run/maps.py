@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from cxrlens.errors import RunError
-from cxrlens.io_utils import atomic_write_bytes, atomic_write_json
+from cxrlens.fileio import atomic_write_bytes, atomic_write_json
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cxrlens.errors import RunError
-from cxrlens.evaluate.rundir import load_run
+from cxrlens.run.predictions import load_run
 from tests.evaluate.synthetic import rewrite_predictions, synthetic_run, write_run
 
 LABELS = ["Viral Pneumonia", "COVID-19"]

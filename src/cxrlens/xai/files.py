@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from cxrlens.explain.xai_summary import (
+from cxrlens.fileio import atomic_write_bytes, atomic_write_text
+from cxrlens.xai.summary import (
     PER_MAP_VALUES,
     REFERENCE_ONLY,
     SANITY_THRESHOLD,
@@ -19,7 +20,6 @@ from cxrlens.explain.xai_summary import (
     method_order,
     model_order,
 )
-from cxrlens.io_utils import atomic_write_bytes, atomic_write_text
 
 
 def format_number(value: Any, digits: int = 3) -> str:

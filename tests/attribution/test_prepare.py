@@ -1,4 +1,4 @@
-"""Model preparation for hook-based attribution: cxrlens.explain.prepare and the exact max-pool rule.
+"""Model preparation for hook-based attribution: cxrlens.attribution.prepare and the exact max-pool rule.
 
 Every network here has randomised batch-norm statistics and affine parameters (:func:`randomise_batchnorm`):
 a fresh network is positively homogeneous (f(0) = 0), so a black baseline would pass completeness whatever
@@ -17,14 +17,14 @@ import torch.nn.functional as F
 from captum.attr import DeepLift, GuidedBackprop, IntegratedGradients
 from torch import Tensor, nn
 
-from cxrlens.errors import MethodError
-from cxrlens.explain.deeplift_rules import (
+from cxrlens.attribution.deeplift_rules import (
     ExactMaxPool2d,
     exact_maxpool2d_multipliers,
     exact_rules_registered,
     register_exact_rules,
 )
-from cxrlens.explain.prepare import audit_model, check_prepared, is_prepared, prepare_model
+from cxrlens.attribution.prepare import audit_model, check_prepared, is_prepared, prepare_model
+from cxrlens.errors import MethodError
 from cxrlens.models import create_model, get_spec, model_names
 
 pytestmark = [

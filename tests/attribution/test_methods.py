@@ -18,10 +18,10 @@ from captum.attr import (
     Saliency,
 )
 
+from cxrlens.attribution.budget import CPU_WORKING_SET, GIB, GRAD_FACTOR, MAX_BATCH, Footprint, measure
+from cxrlens.attribution.methods import Context, get_method, method_names
+from cxrlens.attribution.prepare import prepare_model
 from cxrlens.errors import ConfigError, MethodError, RegistryError
-from cxrlens.explain.budget import CPU_WORKING_SET, GIB, GRAD_FACTOR, MAX_BATCH, Footprint, measure
-from cxrlens.explain.methods import Context, get_method, method_names
-from cxrlens.explain.prepare import prepare_model
 from cxrlens.models import create_model, model_names
 from cxrlens.models.ensemble import EnsembleModel
 

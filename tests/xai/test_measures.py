@@ -8,7 +8,7 @@ import torch
 from scipy.stats import rankdata, spearmanr
 from torch import nn
 
-from cxrlens.explain import xai_metrics as xm
+from cxrlens.xai import measures as xm
 
 H = W = 16
 
@@ -296,7 +296,7 @@ def test_blocks_follow_the_forward_order_drop_uncalled_children_and_split_big_co
 
 
 def test_blocks_of_the_prepared_tiny_model():
-    from cxrlens.explain.prepare import prepare_model
+    from cxrlens.attribution.prepare import prepare_model
     from cxrlens.models import create_model
 
     prepared = prepare_model(create_model("tiny", 3))

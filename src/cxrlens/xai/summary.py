@@ -1,6 +1,6 @@
 """Scores of the explanation maps -> tables per metric, rankings, the verdict and the shortcut audit.
 
-The definitions of the scores are in :mod:`cxrlens.explain.xai_metrics`; :mod:`cxrlens.explain.xai_study`
+The definitions of the scores are in :mod:`cxrlens.xai.measures`; :mod:`cxrlens.xai.study`
 computes them per map and calls these functions to summarise them.
 """
 
@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from cxrlens.attribution.budget import GIB
+from cxrlens.attribution.methods import METHODS
 from cxrlens.evaluate.ensemble import ENSEMBLE
-from cxrlens.explain import xai_metrics as xm
-from cxrlens.explain.budget import GIB
-from cxrlens.explain.methods import METHODS
-from cxrlens.explain.store import MapStore
+from cxrlens.run.maps import MapStore
+from cxrlens.xai import measures as xm
 
 SANITY_THRESHOLD = xm.SANITY_THRESHOLD
 BORDER_FRACTION = xm.BORDER_FRACTION

@@ -17,12 +17,12 @@ computed from the gradient a hook on the output tensor recorded. They go wrong, 
   rule rewrites it, so the consumer's rule is silently discarded (captum then treats such a max-pool by
   its plain gradient, which is where the 2-23 % InceptionResNetV2 error of reference.md section 7 comes from);
 * max-pooling itself, whose captum rule is exact only where the baseline is constant over each window and
-  loses shares of overlapping windows (see :mod:`cxrlens.explain.deeplift_rules`).
+  loses shares of overlapping windows (see :mod:`cxrlens.attribution.deeplift_rules`).
 
 :func:`prepare_model` returns a deep copy, in eval mode, where every ReLU / max-pool *call* is its own
 non-in-place module, reading a private tensor (a ``clone``) wherever its input is shared or is another
 non-linear module's output, and every ``nn.MaxPool2d`` is an
-:class:`~cxrlens.explain.deeplift_rules.ExactMaxPool2d` with an exact DeepLIFT rule. Logits are unchanged
+:class:`~cxrlens.attribution.deeplift_rules.ExactMaxPool2d` with an exact DeepLIFT rule. Logits are unchanged
 (:func:`check_prepared` verifies it). The caller's model is never modified.
 
 How: an instrumented forward pass (:func:`audit_model`: a ``TorchFunctionMode`` sees every torch call and the
@@ -55,8 +55,8 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
+from cxrlens.attribution.deeplift_rules import ExactMaxPool2d, register_exact_rules
 from cxrlens.errors import MethodError
-from cxrlens.explain.deeplift_rules import ExactMaxPool2d, register_exact_rules
 
 __all__ = [
     "ModelAudit",

@@ -1,11 +1,14 @@
 """Pydantic configuration models: one source of truth, unknown keys rejected.
 
-A study config (``configs/paper.yaml``) is a :class:`RunConfig`; each command reads the part it needs.
+A study config (``configs/paper.yaml``) is a :class:`RunConfig` with one section per stage; each stage receives
+its section, resolved from the file, the command-line options and ``--set key=value`` (dotted keys, see
+:func:`load_run_config`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,6 +54,12 @@ class PreprocessConfig(StrictModel):
     def key(self) -> dict[str, Any]:
         """The fields that change the preprocessed pixels (limits do not)."""
         return self.model_dump(exclude={"max_pixels", "min_side"})
+
+
+def preprocess_differences(expected: PreprocessConfig, found: PreprocessConfig) -> list[str]:
+    """``["size 512 vs 256", ...]``: the pixel-changing fields where ``found`` differs from ``expected``."""
+    a, b = expected.key(), found.key()
+    return [f"{name} {a[name]} vs {b[name]}" for name in a if a[name] != b.get(name)]
 
 
 class DataConfig(StrictModel):
@@ -175,6 +184,53 @@ class ExplainConfig(StrictModel):
     memory_gib: float = Field(8.0, gt=0, description="memory budget that sets the batch sizes")
     params: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-method parameters")
     figures: bool = True
+    accelerator: str = Field("cpu", description="cpu, gpu or auto: where the maps are computed")
+    devices: str = Field("1", description="a count like '2' or a list like '0,1': images are sharded over them")
+    num_nodes: int = Field(1, ge=1)
+    strategy: str = Field("auto", description="lightning strategy, e.g. ddp on a cluster")
+
+
+class XaiConfig(StrictModel):
+    """``cxrlens evaluate-explanations``: how the stored maps are measured (definitions: ``cxrlens.xai.measures``)."""
+
+    images_max: int | None = Field(None, ge=1, description="evaluate at most this many images (lung-masked first)")
+    steps: int = Field(16, ge=2, description="deletion / insertion steps")
+    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for the 95 % intervals")
+    seed: int = Field(0, description="random pixel orders, bootstrap and randomisation")
+    memory_gib: float | None = Field(None, gt=0, description="memory budget (default: explain.memory_gib)")
+    sanity: bool = Field(True, description="cascading model-parameter randomisation test")
+    stability: bool = Field(True, description="maps of the other folds' models (fold stability)")
+    sanity_images: int = Field(4, ge=1, description="images per model and method for the randomisation test")
+    stability_images: int = Field(4, ge=1, description="images per model and method for fold stability")
+    sanity_steps: int = Field(5, ge=1, description="randomisation steps (head and whole model always included)")
+    n_random: int = Field(3, ge=1, description="random pixel orders per image (the deletion/insertion baseline)")
+    insertion_start: Literal["blur", "black"] = "blur"
+    figures: bool = True
+
+
+class NapConfig(StrictModel):
+    """``cxrlens nap``: neuron activation profiles of one trained model."""
+
+    model: str | None = Field(None, description="trained model name (default: the first trained model)")
+    fold: int | None = Field(None, description="fold (default: the lowest trained fold of the model)")
+    layers: list[str] = Field(default_factory=list, description="module names (default: the backbone's own)")
+    groups: dict[str, str] = Field(default_factory=dict, description="name -> label expression (default: paper's)")
+    images: Literal["test", "all"] = Field("test", description="the fold's test images, or every image")
+    top_k: int = Field(20, ge=1, description="feature maps shown per layer")
+
+
+class PredictConfig(StrictModel):
+    """``cxrlens predict``: which models decide."""
+
+    model: str = Field("ensemble", description="a trained model name, or 'ensemble' (mean of every model)")
+    fold: int | None = Field(None, description="one fold's model (default: the mean over the folds)")
+
+
+class ReportConfig(StrictModel):
+    """``cxrlens report``."""
+
+    out: str | None = Field(None, description="report folder (default: RUN/report)")
+    max_side: int = Field(256, ge=16, description="largest side of the gallery's X-rays and heatmaps (px)")
 
 
 class CVConfig(StrictModel):
@@ -193,21 +249,46 @@ class RunConfig(StrictModel):
     cv: CVConfig = Field(default_factory=CVConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     explain: ExplainConfig = Field(default_factory=ExplainConfig)
-    report: dict[str, Any] = Field(default_factory=dict)
+    xai: XaiConfig = Field(default_factory=XaiConfig)
+    nap: NapConfig = Field(default_factory=NapConfig)
+    predict: PredictConfig = Field(default_factory=PredictConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
 
-def load_run_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Read a study config (or defaults) and apply dotted overrides like {"train.epochs": 2}."""
-    raw: dict[str, Any] = load_yaml(path) if path is not None else {}
-    for dotted, value in (overrides or {}).items():
+def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``raw`` with dotted keys set (``{"train.epochs": 2}``); a None value leaves the key as it is."""
+    for dotted, value in overrides.items():
         if value is None:
             continue
         node = raw
         *parents, leaf = dotted.split(".")
+        if not leaf or not all(parents):
+            raise ConfigError(f"{where}: {dotted!r} is not a dotted option name like train.epochs")
         for part in parents:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                raise ConfigError(f"{path}: {part} must be a mapping of options")
+                raise ConfigError(f"{where}: {part} must be a mapping of options, not {child!r}")
             node = child
         node[leaf] = value
-    return validate(RunConfig, raw, str(path) if path else "options")
+    return raw
+
+
+def parse_assignments(values: Iterable[str]) -> dict[str, Any]:
+    """``--set key=value`` options -> dotted overrides; values are read as YAML (``2``, ``true``, ``[a, b]``)."""
+    out: dict[str, Any] = {}
+    for text in values:
+        key, sep, raw = text.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.epochs=2")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {text!r}: the value is not valid YAML ({str(err).splitlines()[0]})") from None
+    return out
+
+
+def load_run_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Read a study config (or the defaults) and apply dotted overrides like {"train.epochs": 2}."""
+    where = str(path) if path is not None else "options"
+    raw: dict[str, Any] = load_yaml(path) if path is not None else {}
+    return validate(RunConfig, apply_overrides(raw, overrides or {}, where), where)

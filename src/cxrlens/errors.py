@@ -48,3 +48,7 @@ class MethodError(CxrlensError):
 
 class RunError(CxrlensError):
     """A run directory is missing something the command needs."""
+
+
+class DamagedFileError(RunError):
+    """A file exists but cannot be parsed; the message names it."""

@@ -1,15 +1,28 @@
-"""Atomic writes and content hashes: an interrupted run never leaves a half-written artefact."""
+"""Atomic writes, the one JSON writer and reader, CSV text and content hashes.
+
+Every file cxrlens writes goes through :func:`atomic_open` (temporary file + rename), so an interrupted run
+never leaves a half-written artefact. JSON is written by :func:`write_json` only: NaN and infinity become
+``null``, numpy scalars and arrays become numbers and lists, paths become strings.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import csv
+import dataclasses
 import hashlib
+import io
 import json
+import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
+
+import numpy as np
+
+from cxrlens.errors import DamagedFileError
 
 
 @contextlib.contextmanager
@@ -48,8 +61,57 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         handle.write(data)
 
 
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+def json_ready(obj: Any) -> Any:
+    """``obj`` with NaN/infinity as None, numpy values as Python ones, paths as text, dataclasses as dicts."""
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [json_ready(v) for v in obj]
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return json_ready({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
+    if isinstance(obj, np.ndarray):
+        return json_ready(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def json_text(obj: Any, indent: int | None = 2) -> str:
+    """Strict JSON (no NaN) of :func:`json_ready` ``(obj)``."""
+    separators = None if indent is not None else (",", ":")
+    return json.dumps(json_ready(obj), indent=indent, allow_nan=False, ensure_ascii=False, separators=separators)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """The one JSON writer: atomic, NaN-safe (see :func:`json_ready`)."""
+    atomic_write_text(path, json_text(obj) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file; a damaged one raises :class:`DamagedFileError` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DamagedFileError(f"{path}: damaged JSON ({err}); delete it or recompute it") from None
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """CSV text with ``\\n`` line ends; NaN and None become empty cells."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow(["" if _missing(v) else v for v in row])
+    return buffer.getvalue()
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

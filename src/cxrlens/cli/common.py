@@ -1,4 +1,4 @@
-"""Shared CLI helpers: console, progress bars, option resolution."""
+"""Shared CLI helpers: consoles, progress bars, the allocator setting."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import ctypes
 import os
 import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -19,8 +17,6 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-
-from cxrlens.config import DataConfig, load_yaml, validate
 
 # piped output is not cut to 80 columns (rich's default off a terminal)
 _WIDTH = None if sys.stdout.isatty() else 160
@@ -42,36 +38,6 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int]
     with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task(description, total=total)
         yield lambda n=1: progress.advance(task, n)
-
-
-def default_sources(data: list[str] | None) -> list[str]:
-    """Explicit --data, else $CXRLENS_DATA, else the embedded sample."""
-    if data:
-        return data
-    env = os.environ.get("CXRLENS_DATA")
-    return [env] if env else ["@sample"]
-
-
-def data_config(
-    config: Path | None,
-    data: list[str] | None,
-    overrides: dict[str, Any] | None = None,
-) -> DataConfig:
-    """The ``data:`` part of a study config (if any), with CLI options applied on top."""
-    raw: dict[str, Any] = {}
-    if config is not None:
-        raw = dict(load_yaml(config).get("data") or {})
-    if data or "sources" not in raw:
-        raw["sources"] = default_sources(data)
-    for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return validate(DataConfig, raw, str(config) if config else "options")
 
 
 def tune_allocator() -> None:

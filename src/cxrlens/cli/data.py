@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cxrlens.cli.common import console, data_config, err_console, progress_bar
-from cxrlens.config import SplitConfig, validate
+from cxrlens.cli.common import console, err_console, progress_bar
+from cxrlens.cli.options import SetOpt, resolve
 from cxrlens.data.cache import PreprocessCache
 from cxrlens.data.labels import choose_labels
 from cxrlens.data.sources import load_dataset
@@ -38,6 +38,7 @@ MinOpt = Annotated[int | None, typer.Option("--min-images", help="labels below t
 
 @app.command("summary")
 def summary_cmd(
+    ctx: typer.Context,
     data: DataOpt = None,
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
@@ -45,11 +46,10 @@ def summary_cmd(
     labels: PresetOpt = None,
     min_images: MinOpt = None,
     no_check: Annotated[bool, typer.Option("--no-check", help="do not open image headers")] = False,
+    assignments: SetOpt = None,
 ) -> None:
     """Images, patients, sources, labels (with ancestors), views, sizes, rare labels and problems."""
-    cfg = data_config(
-        config, data, {"skip_bad": skip_bad or None, "labels.preset": labels, "labels.min_images": min_images}
-    )
+    cfg = resolve(ctx, config).data
     dataset = load_dataset(cfg=cfg)
     if as_json:
         result = summarize(dataset, cfg, check_images=not no_check)
@@ -99,19 +99,17 @@ def _print_summary(s: dict) -> None:  # type: ignore[type-arg]
 
 @app.command("prepare")
 def prepare_cmd(
+    ctx: typer.Context,
     data: DataOpt = None,
     config: ConfigOpt = None,
     size: Annotated[int | None, typer.Option("--size", help="output size N (N x N)")] = None,
     cache: Annotated[Path | None, typer.Option("--cache", help="cache folder (default ~/.cache/cxrlens)")] = None,
     workers: Annotated[int, typer.Option("--workers", help="processes (default: all cores)")] = 0,
     skip_bad: SkipOpt = False,
+    assignments: SetOpt = None,
 ) -> None:
     """Preprocess every image once into the cache that training reads."""
-    cfg = data_config(
-        config,
-        data,
-        {"skip_bad": skip_bad or None, "preprocess.size": size, "cache_dir": str(cache) if cache else None},
-    )
+    cfg = resolve(ctx, config).data
     dataset = load_dataset(cfg=cfg)
     store = PreprocessCache(cfg.preprocess, cfg.cache_dir)
     with progress_bar(f"preprocessing to {cfg.preprocess.size}px", len(dataset)) as advance:
@@ -129,6 +127,7 @@ def prepare_cmd(
 
 @app.command("split")
 def split_cmd(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="splits CSV to write")],
     data: DataOpt = None,
     config: ConfigOpt = None,
@@ -136,26 +135,15 @@ def split_cmd(
     scheme: Annotated[str, typer.Option("--scheme", help="kfold or holdout")] = "kfold",
     test_fraction: Annotated[float, typer.Option("--test-fraction", help="holdout test share")] = 0.4,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="validation share of train")] = 0.1,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    split_seed: Annotated[int, typer.Option("--seed")] = 0,
     skip_bad: SkipOpt = False,
     labels: PresetOpt = None,
     min_images: MinOpt = None,
+    assignments: SetOpt = None,
 ) -> None:
     """Patient-grouped, label-stratified folds: CSV filename,patient_id,fold,subset."""
-    cfg = data_config(
-        config, data, {"skip_bad": skip_bad or None, "labels.preset": labels, "labels.min_images": min_images}
-    )
-    split_cfg = validate(
-        SplitConfig,
-        {
-            "scheme": scheme,
-            "folds": folds,
-            "test_fraction": test_fraction,
-            "val_fraction": val_fraction,
-            "seed": seed,
-        },
-        "split options",
-    )
+    resolved = resolve(ctx, config)
+    cfg, split_cfg = resolved.data, resolved.cv.split
     dataset = load_dataset(cfg=cfg)
     space, _ = choose_labels(
         [r.labels for r in dataset.records], cfg.labels.preset, cfg.labels.names, cfg.labels.min_images

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import json
+import shutil
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from cxrlens.cli.common import console, err_console, progress_bar
+from cxrlens.cli.options import SetOpt, resolve
+from cxrlens.fileio import json_text
+from cxrlens.text import fmt
 
 RunOpt = Annotated[Path, typer.Option("--run", "-r", help="run folder (created if missing)")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="study config YAML")]
@@ -32,6 +35,7 @@ SkipOpt = Annotated[bool, typer.Option("--skip-bad", help="skip unreadable image
 
 def models_cmd(as_json: Annotated[bool, typer.Option("--json", help="print a JSON list")] = False) -> None:
     """List the registered models with their parameter counts (14 labels, 3-channel input)."""
+    # torch-heavy: imported when the command runs
     from cxrlens.models.registry import count_parameters, create_model, get_spec, model_names
 
     rows = []
@@ -50,66 +54,18 @@ def models_cmd(as_json: Annotated[bool, typer.Option("--json", help="print a JSO
             }
         )
     if as_json:
-        print(json.dumps(rows, indent=2))
+        print(json_text(rows))
         return
     table = Table(title="models (trainable parameters with a 14-label head, 3-channel input)")
     for column in ("name", "parameters", "description", "Grad-CAM layer"):
         table.add_column(column, justify="right" if column == "parameters" else "left")
     for row in rows:
-        table.add_row(row["name"], f"{row['parameters']:,}", row["description"], row["gradcam_layer"])
+        table.add_row(str(row["name"]), f"{row['parameters']:,}", str(row["description"]), str(row["gradcam_layer"]))
     console.print(table)
 
 
-_OPTION_KEYS = {
-    "data": "data.sources",
-    "size": "data.preprocess.size",
-    "cache": "data.cache_dir",
-    "skip_bad": "data.skip_bad",
-    "labels": "data.labels.preset",
-    "weights": "models.weights",
-    "epochs": "train.epochs",
-    "batch_size": "train.batch_size",
-    "lr": "train.lr",
-    "precision": "train.precision",
-    "accelerator": "train.accelerator",
-    "devices": "train.devices",
-    "num_nodes": "train.num_nodes",
-    "strategy": "train.strategy",
-    "seed": "train.seed",
-    "limit_batches": "train.limit_batches",
-    "channels_last": "train.channels_last",
-    "splits": "cv.splits",
-    "folds": "cv.split.folds",
-}
-
-
-def _overrides(**options: Any) -> dict[str, Any]:
-    """Command-line options that were given, as dotted config keys."""
-    out: dict[str, Any] = {}
-    for key, value in options.items():
-        if value is None or (value is False and key in {"skip_bad", "channels_last"}):
-            continue
-        out[_OPTION_KEYS[key]] = str(value) if key in {"cache", "splits", "devices"} else value
-    return out
-
-
-def study_config(config: Path | None, run: Path, overrides: dict[str, Any]) -> Any:
-    """--config, else the run folder's own config.yaml (to resume), else defaults; options on top."""
-    from cxrlens.cli.common import default_sources
-    from cxrlens.config import load_run_config
-
-    source = config
-    if source is None and (run / "config.yaml").is_file():
-        source = run / "config.yaml"
-    if source is None and "data.sources" not in overrides:
-        overrides["data.sources"] = default_sources(None)
-    return load_run_config(source, overrides)
-
-
-EngineOpts = dict[str, Any]
-
-
 def train_cmd(
+    ctx: typer.Context,
     run: RunOpt,
     model: Annotated[str, typer.Option("--model", "-m", help="registered model name")] = "resnet18",
     fold: Annotated[int, typer.Option("--fold", "-f", help="fold of the splits")] = 0,
@@ -132,36 +88,36 @@ def train_cmd(
     channels_last: Annotated[bool, typer.Option("--channels-last", help="channels-last memory format")] = False,
     skip_bad: SkipOpt = False,
     resume: Annotated[bool, typer.Option("--resume/--restart", help="continue from the last epoch")] = True,
+    assignments: SetOpt = None,
 ) -> None:
     """Train one model on one fold; the validation part picks the epoch, the test part is predicted."""
+    # torch-heavy: the training stage is imported when the command runs
     from cxrlens.models.registry import get_spec
-    from cxrlens.train.runner import collect_predictions, open_study, train_fold
+    from cxrlens.run import create_run
+    from cxrlens.train.runner import collect_predictions, train_fold
 
-    overrides = _overrides(**{k: v for k, v in locals().items() if k in _OPTION_KEYS})
-    cfg = study_config(config, run, overrides)
+    cfg = resolve(ctx, config, run)
     get_spec(model)  # an unknown name fails before any data work
     with progress_bar("preparing images", None) as advance:
-        study = open_study(cfg, run, progress=advance)
+        study = create_run(cfg, run, progress=advance)
     if resume is False:
-        _restart(study.run, model, fold)
+        _restart(study.run.layout.fold_dir(model, fold))
     result = train_fold(study, model, fold, resume=resume)
-    collect_predictions(study.run, study.space.names)
-    if result:
+    collect_predictions(study)
+    if result is not None:
         console.print(
-            f"{model} fold {fold}: best epoch {result['best_epoch']} (val loss {result['val_loss']}), "
-            f"{result['seconds']} s -> {study.run.model_file(model, fold)}"
+            f"{model} fold {fold}: best epoch {result.best_epoch} (val loss {result.val_loss}), "
+            f"{result.seconds} s -> {study.run.layout.model_file(model, fold)}"
         )
 
 
-def _restart(run: Any, model: str, fold: int) -> None:
-    import shutil
-
-    folder = run.fold_dir(model, fold)
+def _restart(folder: Path) -> None:
     if folder.exists():
         shutil.rmtree(folder)
 
 
 def cv_cmd(
+    ctx: typer.Context,
     run: RunOpt,
     config: ConfigOpt = None,
     data: DataOpt = None,
@@ -182,23 +138,23 @@ def cv_cmd(
     limit_batches: LimitOpt = None,
     skip_bad: SkipOpt = False,
     resume: Annotated[bool, typer.Option("--resume/--restart", help="skip finished pairs, continue others")] = True,
+    assignments: SetOpt = None,
 ) -> None:
     """Cross-validation: every model x fold of the splits (resumable), out-of-fold predictions."""
+    # torch-heavy: the training stage is imported when the command runs
     from cxrlens.models.registry import get_spec
-    from cxrlens.train.runner import open_study, run_cv
+    from cxrlens.run import create_run
+    from cxrlens.train.runner import run_cv
 
-    overrides = _overrides(**{k: v for k, v in locals().items() if k in _OPTION_KEYS})
-    if models:
-        overrides["models.names"] = models
-    cfg = study_config(config, run, overrides)
+    cfg = resolve(ctx, config, run)
     for name in cfg.models.names:
         get_spec(name)  # unknown names fail before any data work
     with progress_bar("preparing images", None) as advance:
-        study = open_study(cfg, run, progress=advance)
+        study = create_run(cfg, run, progress=advance)
     if not resume:
         for name in cfg.models.names:
             for fold in study.folds:
-                _restart(study.run, name, fold)
+                _restart(study.run.layout.fold_dir(name, fold))
     pairs = [(m, f) for m in cfg.models.names for f in study.folds]
     err_console.print(f"{len(pairs)} model/fold pair(s); {sum(study.run.is_done(m, f) for m, f in pairs)} done")
     results = run_cv(
@@ -208,44 +164,43 @@ def cv_cmd(
     for column in ("model", "fold", "best epoch", "val loss", "seconds", "status"):
         table.add_column(column)
     for r in results:
-        if r.get("skipped"):
-            table.add_row(r["model"], str(r["fold"]), "", "", "", "already done")
-        elif r:
-            table.add_row(
-                r["model"],
-                str(r["fold"]),
-                str(r["best_epoch"]),
-                f"{r['val_loss']:.4f}" if r["val_loss"] else "-",
-                str(r["seconds"]),
-                "trained",
-            )
+        if r.skipped:
+            table.add_row(r.model, str(r.fold), "", "", "", "already done")
+        else:
+            loss = "-" if r.val_loss is None else f"{r.val_loss:.4f}"
+            table.add_row(r.model, str(r.fold), str(r.best_epoch), loss, str(r.seconds), "trained")
     console.print(table)
-    console.print(f"out-of-fold predictions: {study.run.predictions}")
+    console.print(f"out-of-fold predictions: {study.run.layout.predictions}")
 
 
 def predict_cmd(
+    ctx: typer.Context,
     images: Annotated[list[Path], typer.Argument(help="image files (PNG, JPEG, DICOM, ...)")],
     run: Annotated[Path, typer.Option("--run", "-r", help="trained run folder")],
-    model: Annotated[str | None, typer.Option("--model", "-m", help="model name or 'ensemble' (default)")] = None,
-    fold: Annotated[int | None, typer.Option("--fold", "-f", help="one fold's model (default: mean)")] = None,
+    predict_model: Annotated[
+        str | None, typer.Option("--model", "-m", help="model name or 'ensemble' (default)")
+    ] = None,
+    predict_fold: Annotated[int | None, typer.Option("--fold", "-f", help="one fold's model (default: mean)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    assignments: SetOpt = None,
 ) -> None:
     """Per-label probabilities and decisions for any image files, with the run's preprocessing."""
+    # torch-heavy: the predict stage is imported when the command runs
     from cxrlens.predict import predict_images
+    from cxrlens.run import open_run
 
-    result = predict_images(run, images, model=model or "ensemble", fold=fold)
+    opened = open_run(run)
+    result = predict_images(opened, images, resolve(ctx, None, run).predict)
     if as_json:
-        print(json.dumps(result, indent=2))
+        print(json_text(result.to_dict()))
         return
-    for item in result["images"]:
-        table = Table(title=f"{item['image']} ({result['model']}, folds {result['folds']})")
+    for item in result.images:
+        table = Table(title=f"{item.image} ({result.model}, folds {list(result.folds)})")
         table.add_column("label")
         table.add_column("probability", justify="right")
         table.add_column("threshold", justify="right")
         table.add_column("decision")
-        for label, p in item["probabilities"].items():
-            positive = label in item["positive"]
-            table.add_row(
-                label, f"{p:.3f}", f"{result['thresholds'][label]:.2f}", "[bold]positive[/]" if positive else "-"
-            )
+        for label, p in item.probabilities.items():
+            decision = "[bold]positive[/]" if label in item.positive else "-"
+            table.add_row(label, fmt(p), fmt(result.thresholds[label], 2), decision)
         console.print(table)

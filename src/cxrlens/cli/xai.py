@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,14 +9,11 @@ import typer
 from rich.table import Table
 
 from cxrlens.cli.common import console, err_console, progress_bar
+from cxrlens.cli.options import SetOpt, resolve
+from cxrlens.fileio import json_text
+from cxrlens.text import fmt, fmt_ci
 
 RunOpt = Annotated[Path, typer.Option("--run", "-r", help="run folder with explanations (`cxrlens explain`)")]
-
-
-def _number(value: Any, digits: int = 3) -> str:
-    from cxrlens.xai.files import format_number
-
-    return format_number(value, digits)
 
 
 def _metric_table(name: str, block: dict[str, Any]) -> Table | None:
@@ -26,7 +22,7 @@ def _metric_table(name: str, block: dict[str, Any]) -> Table | None:
         return None
     methods = list(dict.fromkeys(r["method"] for r in rows))
     models = list(dict.fromkeys(r["model"] for r in rows))
-    from cxrlens.xai.files import direction
+    from cxrlens.xai.files import direction  # torch-heavy: imported when the command runs
 
     table = Table(title=f"{name} ({direction(name, block['higher_is_better'])}): mean [95% CI]", title_justify="left")
     table.add_column("model")
@@ -37,9 +33,7 @@ def _metric_table(name: str, block: dict[str, Any]) -> Table | None:
         values = []
         for method in methods:
             r = cells.get((model, method))
-            values.append(
-                "–" if r is None else f"{_number(r['mean'])} [{_number(r['ci_low'])}, {_number(r['ci_high'])}]"
-            )
+            values.append("–" if r is None else fmt_ci(r["mean"], r["ci_low"], r["ci_high"]))
         table.add_row(model, *values)
     return table
 
@@ -61,8 +55,7 @@ def print_result(result: dict[str, Any]) -> None:
             table.add_column(column)
         for r in sanity:
             steps = ", ".join(
-                f"{layer.rsplit('.', 1)[-1]} {_number(v, 2)}"
-                for layer, v in zip(r["layers"], r["spearman"], strict=True)
+                f"{layer.rsplit('.', 1)[-1]} {fmt(v, 2)}" for layer, v in zip(r["layers"], r["spearman"], strict=True)
             )
             table.add_row(r["model"], r["method"], steps, "yes" if r["flagged"] else "no", str(r["n"]))
         console.print(table)
@@ -72,12 +65,12 @@ def print_result(result: dict[str, Any]) -> None:
         for column in ("model", "outside lungs [95% CI]", "border frame", "zero padding", "maps"):
             table.add_column(column)
         for r in shortcut["rows"]:
-            outside = f"{_number(r['outside_lung_share'])} [{_number(r['ci_low'])}, {_number(r['ci_high'])}]"
+            outside = fmt_ci(r["outside_lung_share"], r["ci_low"], r["ci_high"])
             table.add_row(
                 r["model"],
                 outside,
-                _number(r["border_share"]),
-                _number(r["padding_share"]),
+                fmt(r["border_share"]),
+                fmt(r["padding_share"]),
                 str(r.get("n_maps", r["n"])),
             )
         console.print(table)
@@ -86,9 +79,7 @@ def print_result(result: dict[str, Any]) -> None:
         for column in ("model", "image", "label", "method", "outside lungs", "overlay"):
             table.add_column(column)
         for t in shortcut["top_images"]:
-            table.add_row(
-                t["model"], t["image"], t["label"], t["method"], _number(t["outside_lung_share"]), t["overlay"]
-            )
+            table.add_row(t["model"], t["image"], t["label"], t["method"], fmt(t["outside_lung_share"]), t["overlay"])
         console.print(table)
     ranking = result["ranking"]
     for key in ("methods", "models"):
@@ -97,7 +88,7 @@ def print_result(result: dict[str, Any]) -> None:
             for column in ("rank", key[:-1], "score"):
                 table.add_column(column)
             for r in ranking[key]:
-                table.add_row(str(r["rank"]), r[key[:-1]], _number(r["score"]))
+                table.add_row(str(r["rank"]), r[key[:-1]], fmt(r["score"]))
             console.print(table)
     console.print(ranking["verdict"])
     for note in result["notes"]:
@@ -105,47 +96,37 @@ def print_result(result: dict[str, Any]) -> None:
 
 
 def evaluate_explanations_cmd(
+    ctx: typer.Context,
     run: RunOpt,
     as_json: Annotated[bool, typer.Option("--json", help="print metrics.json instead of tables")] = False,
     images_max: Annotated[int | None, typer.Option("--images-max", help="evaluate at most this many images")] = None,
-    steps: Annotated[int, typer.Option("--steps", help="deletion / insertion steps")] = 16,
-    bootstrap: Annotated[int, typer.Option("--bootstrap", help="bootstrap resamples for the 95% CIs")] = 1000,
-    seed: Annotated[int, typer.Option("--seed", help="random pixel orders, bootstrap, randomisation")] = 0,
-    memory_gib: Annotated[float | None, typer.Option("--memory-gib", help="memory budget (batch sizes)")] = None,
-    no_sanity: Annotated[bool, typer.Option("--no-sanity", help="skip the model-randomisation test")] = False,
-    no_stability: Annotated[bool, typer.Option("--no-stability", help="skip the fold-stability maps")] = False,
-    sanity_images: Annotated[int, typer.Option("--sanity-images", help="images per model/method (sanity)")] = 4,
+    steps: Annotated[int | None, typer.Option("--steps", help="deletion / insertion steps (16)")] = None,
+    bootstrap: Annotated[int | None, typer.Option("--bootstrap", help="bootstrap resamples for the CIs")] = None,
+    xai_seed: Annotated[int | None, typer.Option("--seed", help="pixel orders, bootstrap, randomisation")] = None,
+    xai_memory_gib: Annotated[float | None, typer.Option("--memory-gib", help="memory budget")] = None,
+    sanity: Annotated[bool | None, typer.Option("--sanity/--no-sanity", help="model-randomisation test")] = None,
+    stability: Annotated[bool | None, typer.Option("--stability/--no-stability", help="fold stability")] = None,
+    sanity_images: Annotated[int | None, typer.Option("--sanity-images", help="images per model/method")] = None,
     stability_images: Annotated[
-        int, typer.Option("--stability-images", help="images per model/method (fold stability)")
-    ] = 4,
-    insertion_start: Annotated[str, typer.Option("--insertion-start", help="blur or black")] = "blur",
-    no_figures: Annotated[bool, typer.Option("--no-figures", help="tables and JSON only")] = False,
+        int | None, typer.Option("--stability-images", help="images per model/method (fold stability)")
+    ] = None,
+    insertion_start: Annotated[str | None, typer.Option("--insertion-start", help="blur or black")] = None,
+    xai_figures: Annotated[bool | None, typer.Option("--figures/--no-figures", help="draw the figures")] = None,
+    assignments: SetOpt = None,
 ) -> None:
     """Measure the explanation maps: faithfulness, lung localisation, sanity, fold stability, shortcut audit."""
-    from cxrlens.run.folder import RunDir, append_command
+    # torch-heavy: the explanation-metrics stage is imported when the command runs
+    from cxrlens.run import open_run
     from cxrlens.xai.study import evaluate_explanations
 
-    rundir = RunDir(run)
-    budget = memory_gib if memory_gib is not None else rundir.read_config().explain.memory_gib
+    opened = open_run(run)
+    cfg = resolve(ctx, None, run)
+    xai = cfg.xai if cfg.xai.memory_gib else cfg.xai.model_copy(update={"memory_gib": cfg.explain.memory_gib})
     with progress_bar("measuring explanations", None) as advance:
-        result = evaluate_explanations(
-            run,
-            images_max=images_max,
-            steps=steps,
-            bootstrap=bootstrap,
-            seed=seed,
-            memory_gib=budget,
-            sanity=not no_sanity,
-            stability=not no_stability,
-            progress=advance,
-            sanity_images=sanity_images,
-            stability_images=stability_images,
-            insertion_start=insertion_start,
-            figures=not no_figures,
-        )
-    append_command(rundir)
+        result = evaluate_explanations(opened, xai, progress=advance)
+    opened.record_command()
     if as_json:
-        print(json.dumps(result, indent=2))
+        print(json_text(result.to_dict()))
         return
-    print_result(result)
-    err_console.print(f"wrote {run / 'xai'}")
+    print_result(result.to_dict())
+    err_console.print(f"wrote {opened.layout.xai_dir}")

@@ -20,7 +20,7 @@ from cxrlens.config import PreprocessConfig
 from cxrlens.data.preprocess import preprocess_file
 from cxrlens.data.records import ImageRecord
 from cxrlens.errors import ImageReadError
-from cxrlens.fileio import atomic_open, atomic_write_json, sha256_file, stable_hash
+from cxrlens.fileio import atomic_open, sha256_file, stable_hash, write_json
 
 SCALE = 65535.0
 
@@ -82,7 +82,7 @@ class PreprocessCache:
 
     def save_index(self) -> None:
         if self._dirty:
-            atomic_write_json(self._index_path, self._index)
+            write_json(self._index_path, self._index)
             self._dirty = False
 
     def content_hash(self, path: Path) -> str:

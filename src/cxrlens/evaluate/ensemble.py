@@ -15,11 +15,6 @@ import numpy as np
 
 from cxrlens.run.predictions import Predictions
 
-ENSEMBLE = "ensemble"  # how predict / explain / the report address a fold's mean-probability ensemble
-ENSEMBLE_MEAN = "ensemble-mean"
-ENSEMBLE_VOTE = "ensemble-vote"
-ENSEMBLE_NAMES = (ENSEMBLE_MEAN, ENSEMBLE_VOTE)
-
 
 def mean_ensemble(probs: Sequence[np.ndarray]) -> np.ndarray:
     """Mean probability over members (each (images, labels), same rows)."""

@@ -1,131 +1,26 @@
-"""Evaluate a run directory: every model and ensemble, per fold and mean ± std over folds, and write it out."""
+"""Evaluate a run: every model and ensemble, per fold and mean ± std over folds, and write it into the run."""
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from cxrlens.config import EvaluateConfig
 from cxrlens.data.labels import Hierarchy
-from cxrlens.errors import ConfigError, RunError
-from cxrlens.evaluate.ensemble import ENSEMBLE_MEAN, ENSEMBLE_VOTE, align, mean_ensemble, vote_ensemble
-from cxrlens.evaluate.metrics import (
-    DEFAULT_MIN_SUPPORT,
-    STD_DDOF,
-    FoldMetrics,
-    binarize,
-    fold_metrics,
-    summarize_folds,
-)
+from cxrlens.errors import RunError
+from cxrlens.evaluate.ensemble import align, mean_ensemble, vote_ensemble
+from cxrlens.evaluate.metrics import FoldMetrics, binarize, fold_metrics, summarize_folds
 from cxrlens.evaluate.plots import write_figures
+from cxrlens.evaluate.result import EntryEvaluation, EvaluationResult, Pooled
 from cxrlens.evaluate.tables import markdown_table, per_label_csv, table2_csv
 from cxrlens.evaluate.thresholds import FIXED, fixed_thresholds, parse_threshold, tune_thresholds
-from cxrlens.fileio import atomic_write_json, atomic_write_text
-from cxrlens.run.predictions import PREDICTIONS_CSV, RunData, load_run
-
-EVALUATION_DIR = "evaluation"
-FORMAT = "cxrlens-evaluation/1"
-
-CONVENTIONS = {
-    "decision": "a label is positive when its score is >= its threshold",
-    "zero_division": "precision, recall, F1 and specificity are 0 when undefined; ROC-AUC is null when a label "
-    "has a single class",
-    "micro": "pooled confusion counts over the evaluable labels; micro_all pools every label",
-    "macro": "unweighted mean of per-label values over the evaluable labels (macro F1 = mean per-label F1)",
-    "evaluable": "a label is evaluable in a fold with >= min_support positive and >= 1 negative test images",
-    "std": f"sample std over folds (ddof={STD_DDOF}); 0 with a single fold",
-    "per_label_summary": "per-label mean ± std over all folds; support sums the folds' test positives",
-    "tuned_thresholds": "per fold and label, max F1 on that fold's val rows only; ties: closest to 0.5, then "
-    "smaller; no positive in val: 0.5",
-    "ensemble_mean": "mean of member probabilities on the test images common to all members, then thresholded "
-    "(tuned on the mean val probabilities when thresholds are tuned)",
-    "ensemble_vote": "strict majority (> half) of the members' decisions, each with its own thresholds; a tie is "
-    "negative; ROC-AUC uses the vote fraction",
-    "hierarchy_consistency": "share of test images whose predicted labels have no positive child under a "
-    "negative parent",
-    "pooled_figures": "confusion matrices and ROC curves pool every fold's test predictions",
-}
-
-
-@dataclass
-class Pooled:
-    """Every fold's test rows of one entry, stacked (used for the pooled figures; not serialised)."""
-
-    y_true: np.ndarray
-    scores: np.ndarray
-    y_pred: np.ndarray
-
-
-@dataclass
-class EntryEvaluation:
-    """One row of Table 2: a model or an ensemble, per fold and summarised over folds."""
-
-    name: str
-    kind: str  # "model", "ensemble-mean" or "ensemble-vote"
-    members: list[str]
-    folds: list[FoldMetrics]
-    summary: dict[str, Any]
-    pooled: Pooled | None = field(default=None, repr=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "members": list(self.members),
-            "summary": self.summary,
-            "folds": [f.to_dict() for f in self.folds],
-        }
-
-
-@dataclass
-class EvaluationResult:
-    """Everything :func:`evaluate_run` computed; :meth:`to_dict` is JSON-ready (NaN becomes null)."""
-
-    run_dir: str
-    label_names: list[str]
-    threshold_mode: str  # "fixed" or "tuned"
-    threshold: float  # the fixed value, or the fallback of tuned thresholds
-    min_support: int
-    models: list[str]
-    ensemble_members: list[str]
-    entries: dict[str, EntryEvaluation]
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return _json_ready(
-            {
-                "format": FORMAT,
-                "run_dir": self.run_dir,
-                "label_names": list(self.label_names),
-                "threshold": {"mode": self.threshold_mode, "value": self.threshold},
-                "min_support": self.min_support,
-                "models": list(self.models),
-                "ensemble_members": list(self.ensemble_members),
-                "conventions": dict(CONVENTIONS),
-                "notes": list(self.notes),
-                "entries": {name: entry.to_dict() for name, entry in self.entries.items()},
-            }
-        )
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
-
-
-def _json_ready(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_ready(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+from cxrlens.fileio import atomic_write_text, write_json
+from cxrlens.models.names import ENSEMBLE_MEAN, ENSEMBLE_VOTE
+from cxrlens.run import Run
+from cxrlens.run.predictions import RunData
+from cxrlens.run.thresholds import RunThresholds, write_thresholds
 
 
 def _pool(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n_labels: int) -> Pooled:
@@ -140,13 +35,13 @@ def _pool(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n_labels: int)
 
 
 class _Evaluator:
-    def __init__(self, run: RunData, mode: str, base: float, min_support: int) -> None:
+    def __init__(self, run: RunData, mode: str, base: float, min_support: int, hierarchy: Hierarchy) -> None:
         self.run = run
         self.mode = mode
         self.base = base
         self.min_support = min_support
         self.labels = list(run.label_names)
-        self.hierarchy = Hierarchy.build()
+        self.hierarchy = hierarchy
         self._thresholds: dict[tuple[str, int], np.ndarray] = {}
 
     def thresholds(self, model: str, fold: int) -> np.ndarray:
@@ -158,7 +53,7 @@ class _Evaluator:
                 val = self.run.get(model, fold, "val")
                 if val is None or len(val) == 0:
                     raise RunError(
-                        f"{self.run.run_dir / PREDICTIONS_CSV}: model {model!r} fold {fold} has no val rows; "
+                        f"{self.run.path}: model {model!r} fold {fold} has no val rows; "
                         "cannot tune thresholds (use a fixed threshold)"
                     )
                 self._thresholds[key] = tune_thresholds(val.truth, val.probs, self.base)
@@ -222,7 +117,7 @@ class _Evaluator:
                 vals = [self.run.get(m, fold, "val") for m in members]
                 if any(v is None or len(v) == 0 for v in vals):
                     raise RunError(
-                        f"{self.run.run_dir / PREDICTIONS_CSV}: fold {fold} lacks val rows for some ensemble "
+                        f"{self.run.path}: fold {fold} lacks val rows for some ensemble "
                         "member; cannot tune ensemble thresholds"
                     )
                 aligned_vals = align([v for v in vals if v is not None])
@@ -261,49 +156,35 @@ def _check_models(requested: Sequence[str], available: Sequence[str], path: Path
     return list(dict.fromkeys(requested))
 
 
-def evaluate_run(
-    run_dir: str | Path,
-    threshold: float | str = 0.5,
-    min_support: int = DEFAULT_MIN_SUPPORT,
-    models: list[str] | None = None,
-    ensembles: bool | Sequence[str] = True,
-) -> EvaluationResult:
-    """Evaluate every (or the given) model of a run directory, plus the two ensembles.
+def evaluate_run(run: Run, cfg: EvaluateConfig, models: Sequence[str] | None = None) -> EvaluationResult:
+    """Evaluate every (or the given) model of a run, plus the two ensembles.
 
-    ``threshold``: a number in [0, 1] (fixed for every label), ``"fixed"`` (0.5) or ``"tuned"`` (per model,
-    fold and label, maximising F1 on that fold's val rows). ``ensembles``: True for ensembles over the evaluated
-    models, False for none, or the list of member models. Ensembles need at least two members.
+    ``cfg.threshold``: a number in [0, 1] (fixed for every label), ``"fixed"`` (0.5) or ``"tuned"`` (per model,
+    fold and label, maximising F1 on that fold's val rows). ``cfg.ensembles``: ensembles over the evaluated
+    models (they need at least two).
     """
-    mode, base = parse_threshold(threshold)
-    if isinstance(min_support, bool) or not isinstance(min_support, int) or min_support < 1:
-        raise ConfigError(f"min_support must be a positive integer, got {min_support!r}")
-    run = load_run(run_dir)
-    path = run.run_dir / PREDICTIONS_CSV
-    available = [m for m in run.models() if run.folds(m)]
+    mode, base = parse_threshold(cfg.threshold)
+    data = run.predictions()
+    available = [m for m in data.models() if data.folds(m)]
     if not available:
-        raise RunError(f"{path}: no test rows")
-    chosen = _check_models(models, available, path, "model(s)") if models else list(available)
-    if ensembles is True:
-        members = chosen
-    elif ensembles is False:
-        members = []
-    else:
-        members = _check_models(list(ensembles), available, path, "ensemble member(s)")
-    evaluator = _Evaluator(run, mode, base, min_support)
+        raise RunError(f"{data.path}: no test rows")
+    chosen = _check_models(models, available, data.path, "model(s)") if models else list(available)
+    members = list(chosen) if cfg.ensembles else []
+    evaluator = _Evaluator(data, mode, base, cfg.min_support, run.hierarchy)
     notes: list[str] = []
     entries = {model: evaluator.model(model) for model in chosen}
-    if ensembles is not False and len(members) < 2:
+    if cfg.ensembles and len(members) < 2:
         notes.append(f"ensembles skipped: they need at least two models, got {members}")
         members = []
     if members:
         for entry in evaluator.ensembles(members, notes):
             entries[entry.name] = entry
     return EvaluationResult(
-        run_dir=str(run.run_dir),
-        label_names=list(run.label_names),
+        run_dir=str(run.root),
+        label_names=list(data.label_names),
         threshold_mode=mode,
         threshold=base,
-        min_support=min_support,
+        min_support=cfg.min_support,
         models=chosen,
         ensemble_members=list(members),
         entries=entries,
@@ -311,18 +192,28 @@ def evaluate_run(
     )
 
 
-def write_evaluation(run_dir: str | Path, result: EvaluationResult) -> list[Path]:
-    """Write metrics.json, table2.md, table2.csv, per_label.csv and figures/*.png under ``run_dir/evaluation``."""
-    out = Path(run_dir) / EVALUATION_DIR
-    written: list[Path] = []
-    atomic_write_json(out / "metrics.json", result.to_dict())
-    written.append(out / "metrics.json")
-    for name, text in (
-        ("table2.md", markdown_table(result)),
-        ("table2.csv", table2_csv(result)),
-        ("per_label.csv", per_label_csv(result)),
+def thresholds_of(result: EvaluationResult) -> RunThresholds:
+    """The decision thresholds the evaluation used, per entry and fold (the vote has none of its own)."""
+    entries = {
+        name: {f.fold: tuple(f.thresholds) for f in entry.folds if f.thresholds is not None}
+        for name, entry in result.entries.items()
+        if entry.kind != ENSEMBLE_VOTE
+    }
+    return RunThresholds(result.threshold_mode, result.threshold, tuple(result.label_names), entries)
+
+
+def write_evaluation(run: Run, result: EvaluationResult) -> list[Path]:
+    """Write metrics.json, thresholds.json, table2.md/.csv, per_label.csv and the figures into the run."""
+    layout = run.layout
+    write_json(layout.evaluation_metrics, result.to_dict())
+    write_thresholds(layout.thresholds, thresholds_of(result))
+    written = [layout.evaluation_metrics, layout.thresholds]
+    for path, text in (
+        (layout.table2_md, markdown_table(result)),
+        (layout.table2_csv, table2_csv(result)),
+        (layout.per_label_csv, per_label_csv(result)),
     ):
-        atomic_write_text(out / name, text)
-        written.append(out / name)
-    written.extend(write_figures(result, out / "figures"))
+        atomic_write_text(path, text)
+        written.append(path)
+    written.extend(write_figures(result, layout))
     return written

@@ -3,14 +3,18 @@
 Conventions used throughout:
 
 * A label is predicted positive when its probability is ``>= threshold``.
-* Precision, recall, F1 and specificity are 0 when their denominator is 0 (scikit-learn's
-  ``zero_division=0``); per-label ROC-AUC is NaN when a label has only one class among the images.
+* A per-label precision, recall, F1 or specificity whose denominator is 0 is *undefined* (NaN, null in JSON):
+  e.g. recall in a fold without a positive test image, precision when nothing was predicted positive, F1
+  when there is neither a positive nor a positive prediction. Per-label ROC-AUC is NaN when a label has only
+  one class among the images.
 * Micro averages pool the confusion counts of the averaged labels; macro averages are unweighted means of the
-  per-label values (macro F1 is the mean of per-label F1, as in scikit-learn, not the F1 of macro P and R).
+  per-label values over the evaluable labels, with undefined precision/recall/F1/specificity counted as 0
+  (scikit-learn's ``zero_division=0``; macro F1 is the mean of per-label F1, not the F1 of macro P and R).
 * A label is *evaluable* in a fold when it has at least ``min_support`` positive and at least one negative test
   image. Micro and macro averages cover evaluable labels only (NaN when no label is evaluable); ``micro_all``
   pools every label, for comparison with the paper's 14-label setting.
-* Mean ± std over folds uses ``ddof=1`` (sample std); with a single fold the std is reported as 0.
+* Mean ± std over folds uses the folds where the value is defined (their number is ``n``) and ``ddof=1``
+  (sample std); with fewer than two such folds the std is undefined (NaN).
 """
 
 from __future__ import annotations
@@ -76,6 +80,19 @@ def scores_from_counts(tp: Any, fp: Any, fn: Any, tn: Any) -> dict[str, np.ndarr
         "f1": _ratio(2 * tp, 2 * tp + fp + fn),
         "specificity": _ratio(tn, tn + fp),
     }
+
+
+def defined_scores(counts: Counts) -> dict[str, np.ndarray]:
+    """Per-label precision, recall, F1 and specificity with NaN where the denominator is 0 (undefined)."""
+    tp, fp, fn, tn = (np.asarray(x, dtype=np.float64) for x in (counts.tp, counts.fp, counts.fn, counts.tn))
+    pairs = {"precision": (tp, tp + fp), "recall": (tp, tp + fn), "f1": (2 * tp, 2 * tp + fp + fn)}
+    pairs["specificity"] = (tn, tn + fp)
+    out = {}
+    for name, (num, den) in pairs.items():
+        values = np.full(num.shape, np.nan)
+        np.divide(num, den, out=values, where=den != 0)
+        out[name] = values
+    return out
 
 
 def micro_scores(counts: Counts, mask: np.ndarray | None = None) -> dict[str, float]:
@@ -178,8 +195,10 @@ def fold_metrics(
     else:
         pred = np.asarray(y_pred).astype(bool)
     counts = confusion_counts(truth, pred)
-    per = scores_from_counts(counts.tp, counts.fp, counts.fn, counts.tn)
-    per["roc_auc"] = roc_auc_per_label(truth, scores)
+    zero_filled = scores_from_counts(counts.tp, counts.fp, counts.fn, counts.tn)  # for the macro averages
+    auc = roc_auc_per_label(truth, scores)
+    zero_filled["roc_auc"] = auc
+    per = {**defined_scores(counts), "roc_auc": auc}
     evaluable = evaluable_mask(truth, min_support)
     thr_list = None if thresholds is None else [float(t) for t in np.broadcast_to(thresholds, (n_labels,))]
     per_label: dict[str, dict[str, Any]] = {}
@@ -201,7 +220,7 @@ def fold_metrics(
         n_images=int(truth.shape[0]),
         thresholds=thr_list,
         micro=micro_scores(counts, evaluable),
-        macro=macro_scores(per, evaluable),
+        macro=macro_scores(zero_filled, evaluable),
         micro_all=micro_scores(counts),
         per_label=per_label,
         non_evaluable=[name for j, name in enumerate(label_names) if not evaluable[j]],
@@ -210,20 +229,22 @@ def fold_metrics(
 
 
 def mean_std(values: Sequence[float]) -> dict[str, float | int]:
-    """Mean and sample std (ddof=1) of the finite values; std 0 for one value, both NaN for none."""
+    """Mean and sample std (ddof=1) of the finite values and their number ``n``; the std is NaN for fewer than
+    two values (a spread of one fold is undefined, not 0), both are NaN for none."""
     arr = np.asarray(values, dtype=np.float64)
     arr = arr[np.isfinite(arr)]
     if arr.size == 0:
         return {"mean": float("nan"), "std": float("nan"), "n": 0}
-    std = float(arr.std(ddof=STD_DDOF)) if arr.size > 1 else 0.0
+    std = float(arr.std(ddof=STD_DDOF)) if arr.size > 1 else float("nan")
     return {"mean": float(arr.mean()), "std": std, "n": int(arr.size)}
 
 
 def summarize_folds(folds: Sequence[FoldMetrics], label_names: Sequence[str]) -> dict[str, Any]:
     """Mean ± std over folds of every metric.
 
-    Per-label values are averaged over all folds (each is that label's own number, marked by ``evaluable_folds``
-    and ``evaluable`` = evaluable in every fold); ``support`` is the sum of test positives over folds.
+    Each per-label metric is averaged over the folds where it is defined (``n`` of each says how many: a label
+    without a positive test image in a fold has no recall or F1 there, and does not count as 0); a label is
+    ``evaluable`` when it is evaluable in every fold; ``support`` is the sum of test positives over folds.
     """
     out: dict[str, Any] = {"n_folds": len(folds)}
     for group in ("micro", "macro", "micro_all"):

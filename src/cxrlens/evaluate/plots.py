@@ -7,44 +7,20 @@
 
 from __future__ import annotations
 
-import io
 import math
-import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_auc_score, roc_curve
 
-from cxrlens.fileio import atomic_write_bytes
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
-    from cxrlens.evaluate.evaluation import EvaluationResult, Pooled
+from cxrlens.evaluate.result import EvaluationResult, Pooled
+from cxrlens.figures import new_figure, save_figure
+from cxrlens.run.layout import RunLayout
 
 FIGURE_LABELS = ("COVID-19", "Pneumonia", "Viral Pneumonia", "Bacterial Pneumonia", "No Finding")
 BAR_METRICS = ("precision", "recall", "f1")
-DPI = 120
-
-
-def slug(name: str) -> str:
-    """A file-name-safe lower-case form: ``Viral Pneumonia`` -> ``viral-pneumonia``."""
-    return re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-").lower() or "unnamed"
-
-
-def _new_figure(width: float, height: float, constrained: bool = False) -> Figure:
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=DPI, layout="constrained" if constrained else None)
-
-
-def save_figure(fig: Figure, path: Path) -> Path:
-    """Render to PNG in memory, then write atomically."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
 
 
 def _grid(n: int, max_cols: int = 5) -> tuple[int, int]:
@@ -55,7 +31,7 @@ def _grid(n: int, max_cols: int = 5) -> tuple[int, int]:
 def label_bar_figure(result: EvaluationResult, label: str) -> Figure:
     """Precision, recall and F1 of ``label`` per model and ensemble; error bars = std over folds."""
     names = list(result.entries)
-    fig = _new_figure(max(6.0, 1.2 * len(names) + 2), 4.2, constrained=True)
+    fig = new_figure(max(6.0, 1.2 * len(names) + 2), 4.2, constrained=True)
     ax = fig.add_subplot()
     width = 0.8 / len(BAR_METRICS)
     x = np.arange(len(names))
@@ -64,9 +40,7 @@ def label_bar_figure(result: EvaluationResult, label: str) -> Figure:
         means = [s["mean"] if math.isfinite(s["mean"]) else 0.0 for s in stats]
         stds = [s["std"] if math.isfinite(s["std"]) else 0.0 for s in stats]
         ax.bar(x + (k - 1) * width, means, width, yerr=stds, capsize=3, label=metric if metric != "f1" else "F1")
-    marks = [
-        n if result.entries[n].summary["per_label"][label]["evaluable"] else f"{n}\n(not evaluable)" for n in names
-    ]
+    marks = [_bar_mark(result, n, label) for n in names]
     ax.set_xticks(x, marks, rotation=30, ha="right")
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("score")
@@ -77,10 +51,19 @@ def label_bar_figure(result: EvaluationResult, label: str) -> Figure:
     return fig
 
 
+def _bar_mark(result: EvaluationResult, name: str, label: str) -> str:
+    """The entry's name, with the folds its F1 is averaged over when that is not every fold."""
+    summary = result.entries[name].summary
+    stats = summary["per_label"][label]
+    folds = stats["f1"]["n"]
+    mark = name if stats["evaluable"] else f"{name}\n(not evaluable)"
+    return mark if folds == summary["n_folds"] else f"{mark}\n(F1 over {folds}/{summary['n_folds']} folds)"
+
+
 def confusion_figure(pooled: Pooled, label_names: Sequence[str], title: str) -> Figure:
     """One 2x2 confusion matrix per label (rows: truth, columns: prediction), pooled over folds."""
     rows, cols = _grid(len(label_names))
-    fig = _new_figure(2.8 * cols, 2.6 * rows + 0.6)
+    fig = new_figure(2.8 * cols, 2.6 * rows + 0.6)
     fig.suptitle(title)
     fig.subplots_adjust(left=0.08, right=0.97, bottom=0.08, top=1 - 0.6 / (2.6 * rows + 0.6), wspace=0.45, hspace=0.5)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
@@ -107,10 +90,8 @@ def confusion_figure(pooled: Pooled, label_names: Sequence[str], title: str) -> 
 
 def roc_figure(pooled: Pooled, label_names: Sequence[str], title: str) -> Figure:
     """One ROC curve per label, pooled over folds; labels with a single class say so."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
     rows, cols = _grid(len(label_names))
-    fig = _new_figure(2.8 * cols, 2.6 * rows + 0.6)
+    fig = new_figure(2.8 * cols, 2.6 * rows + 0.6)
     fig.suptitle(title)
     fig.subplots_adjust(left=0.08, right=0.97, bottom=0.08, top=1 - 0.6 / (2.6 * rows + 0.6), wspace=0.45, hspace=0.5)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
@@ -136,30 +117,20 @@ def roc_figure(pooled: Pooled, label_names: Sequence[str], title: str) -> Figure
     return fig
 
 
-def write_figures(result: EvaluationResult, directory: str | Path) -> list[Path]:
-    """Write every figure of ``result`` into ``directory``; returns the written paths."""
-    directory = Path(directory)
-    written: list[Path] = []
-    figures: list[tuple[str, Any]] = []
+def write_figures(result: EvaluationResult, layout: RunLayout) -> list[Path]:
+    """Write every figure of ``result`` where the run layout puts them; returns the written paths."""
+    figures: list[tuple[Path, Callable[[], Figure]]] = []
     for label in FIGURE_LABELS:
         if label in result.label_names and result.entries:
-            figures.append((f"bars_{slug(label)}.png", lambda label=label: label_bar_figure(result, label)))
+            figures.append((layout.bars_figure(label), lambda label=label: label_bar_figure(result, label)))
     for name, entry in result.entries.items():
         pooled = entry.pooled
         if pooled is None or pooled.y_true.shape[0] == 0:
             continue
+        title = f"{name}: confusion matrices (pooled)"
         figures.append(
-            (
-                f"confusion_{slug(name)}.png",
-                lambda p=pooled, n=name: confusion_figure(p, result.label_names, f"{n}: confusion matrices (pooled)"),
-            )
+            (layout.confusion_figure(name), lambda p=pooled, t=title: confusion_figure(p, result.label_names, t))
         )
-        figures.append(
-            (
-                f"roc_{slug(name)}.png",
-                lambda p=pooled, n=name: roc_figure(p, result.label_names, f"{n}: ROC curves (pooled)"),
-            )
-        )
-    for filename, build in figures:
-        written.append(save_figure(build(), directory / filename))
-    return written
+        title = f"{name}: ROC curves (pooled)"
+        figures.append((layout.roc_figure(name), lambda p=pooled, t=title: roc_figure(p, result.label_names, t)))
+    return [save_figure(build(), path) for path, build in figures]

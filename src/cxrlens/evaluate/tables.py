@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import math
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cxrlens.evaluate.metrics import METRIC_NAMES, PER_LABEL_METRICS, STD_DDOF
-
-if TYPE_CHECKING:
-    from cxrlens.evaluate.evaluation import EvaluationResult
+from cxrlens.evaluate.result import EvaluationResult
+from cxrlens.fileio import csv_text
+from cxrlens.text import fmt_mean_std
 
 TABLE2_HEADER = ("model", "folds", "precision", "recall", "F1", "specificity", "macro F1", "F1 (all labels)")
-
-
-def format_mean_std(stat: Mapping[str, Any], digits: int = 3) -> str:
-    """``0.854 ± 0.008``; ``n/a`` when undefined."""
-    mean, std = stat.get("mean"), stat.get("std")
-    if mean is None or not math.isfinite(mean):
-        return "n/a"
-    if std is None or not math.isfinite(std):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def _threshold_text(result: EvaluationResult) -> str:
@@ -43,9 +29,9 @@ def markdown_table(result: EvaluationResult) -> str:
         cells = [
             name,
             str(s["n_folds"]),
-            *(format_mean_std(s["micro"][m]) for m in METRIC_NAMES),
-            format_mean_std(s["macro"]["f1"]),
-            format_mean_std(s["micro_all"]["f1"]),
+            *(fmt_mean_std(s["micro"][m]) for m in METRIC_NAMES),
+            fmt_mean_std(s["macro"]["f1"]),
+            fmt_mean_std(s["micro_all"]["f1"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     non_evaluable = sorted(
@@ -55,26 +41,13 @@ def markdown_table(result: EvaluationResult) -> str:
     lines.append("")
     lines.append(
         f"Micro averages over the labels evaluable in each fold (≥ {result.min_support} positive and ≥ 1 negative "
-        f"test images); mean ± std over folds (ddof={STD_DDOF}); threshold {_threshold_text(result)}. "
+        f"test images); mean ± std over folds (ddof={STD_DDOF}; ± n/a: fewer than two folds); "
+        f"threshold {_threshold_text(result)}. "
         "F1 (all labels) pools every label, as in the paper's 14-label setting."
     )
     if non_evaluable:
         lines.append(f"Not evaluable in every fold (excluded where not evaluable): {', '.join(non_evaluable)}.")
     return "\n".join(lines) + "\n"
-
-
-def _number(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return ""
-    return value
-
-
-def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows([[_number(v) for v in row] for row in rows])
-    return buffer.getvalue()
 
 
 def table2_csv(result: EvaluationResult) -> str:
@@ -94,14 +67,15 @@ def table2_csv(result: EvaluationResult) -> str:
                 row += [s[group][m]["mean"], s[group][m]["std"]]
         row += [s["hierarchy_consistency"]["mean"], s["hierarchy_consistency"]["std"], ";".join(s["non_evaluable"])]
         rows.append(row)
-    return _csv_text(header, rows)
+    return csv_text(header, rows)
 
 
 def per_label_csv(result: EvaluationResult) -> str:
-    """One row per (model or ensemble, label): mean/std of each metric, support summed over folds, evaluable."""
+    """One row per (model or ensemble, label): mean/std of each metric over the folds where it is defined and
+    their number (``<metric>_folds``), support summed over folds, evaluable."""
     header = ["model", "label", "support", "negatives", "evaluable", "evaluable_folds", "n_folds"]
     for m in PER_LABEL_METRICS:
-        header += [f"{m}_mean", f"{m}_std"]
+        header += [f"{m}_mean", f"{m}_std", f"{m}_folds"]
     rows = []
     for name, entry in result.entries.items():
         s = entry.summary
@@ -117,6 +91,6 @@ def per_label_csv(result: EvaluationResult) -> str:
                 s["n_folds"],
             ]
             for m in PER_LABEL_METRICS:
-                row += [stats[m]["mean"], stats[m]["std"]]
+                row += [stats[m]["mean"], stats[m]["std"], stats[m]["n"]]
             rows.append(row)
-    return _csv_text(header, rows)
+    return csv_text(header, rows)

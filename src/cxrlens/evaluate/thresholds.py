@@ -4,22 +4,15 @@ Tuning looks only at the validation rows it is given (the caller passes a fold's
 rows). For each label the candidates are the default (0.5), the smallest validation probability (everything
 positive) and the midpoints between consecutive distinct validation probabilities; the candidate with the highest
 F1 wins, ties go to the candidate closest to the default, then to the smaller one. A label without a positive
-validation image keeps the default. ``thresholds_for`` reads back the thresholds a run's last evaluation used.
+validation image keeps the default. The run package stores the thresholds an evaluation used
+(:mod:`cxrlens.run.thresholds`), so later stages decide the same way.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from cxrlens.errors import ConfigError, RunError
-from cxrlens.evaluate.ensemble import ENSEMBLE, ENSEMBLE_MEAN
-
-if TYPE_CHECKING:
-    from cxrlens.run.folder import RunDir
+from cxrlens.errors import ConfigError
 
 DEFAULT_THRESHOLD = 0.5
 FIXED = "fixed"
@@ -82,33 +75,3 @@ def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, default: float = DEFA
     if truth.ndim != 2 or truth.shape != scores.shape:
         raise ValueError(f"y_true {truth.shape} and probs {scores.shape} must be equal 2-d shapes")
     return np.asarray([best_f1_threshold(truth[:, j], scores[:, j], default) for j in range(truth.shape[1])])
-
-
-def thresholds_for(
-    run: RunDir,
-    label_names: Sequence[str],
-    model: str = ENSEMBLE,
-    fold: int | None = None,
-    members: Sequence[str] = (),
-) -> dict[str, float]:
-    """The decision thresholds of the run's last ``cxrlens evaluate`` (fixed or tuned on validation; those
-    of ``fold``, or their mean over folds), so predictions and explanations decide as the tables do.
-
-    The ensemble uses those of ``ensemble-mean``; when that was not evaluated (one member, or ensembles
-    off), the mean of its ``members``' thresholds. A model not evaluated yet uses the configured number.
-    """
-    metrics = run.root / "evaluation" / "metrics.json"
-    entries = json.loads(metrics.read_text(encoding="utf-8"))["entries"] if metrics.is_file() else {}
-    entry = entries.get(ENSEMBLE_MEAN if model == ENSEMBLE else model)
-    folds = [f for f in entry["folds"] if fold is None or f["fold"] == fold] if entry else []
-    if folds:
-        mean = np.mean([f["thresholds"] for f in folds], axis=0)
-        return dict(zip(label_names, (float(t) for t in mean), strict=True))
-    if model == ENSEMBLE and members:
-        each = [thresholds_for(run, label_names, m, fold) for m in members]
-        return {name: float(np.mean([t[name] for t in each])) for name in label_names}
-    configured = run.read_config().evaluate.threshold
-    if isinstance(configured, str):
-        where = f"{model!r}" + ("" if fold is None else f" in fold {fold}")
-        raise RunError(f"{run.root}: thresholds are 'tuned' but not computed for {where}; run `cxrlens evaluate`")
-    return {name: float(configured) for name in label_names}

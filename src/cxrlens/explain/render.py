@@ -1,71 +1,18 @@
-"""Overlays and figures: a map over its preprocessed X-ray, models x methods grids (paper Fig. 8-10),
-occlusion across models (Fig. 11-12) and across follow-up images of one patient (Fig. 13)."""
+"""Drawing the explain stage's figures: a models x methods grid of overlays (paper Fig. 8-10) and a strip of
+overlays (occlusion across models, Fig. 11-12, or over follow-up images, Fig. 13)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
-from cxrlens.fileio import atomic_open
-
-SIGNED_CMAP = "RdBu_r"
-POSITIVE_CMAP = "inferno"
+from cxrlens.figures import overlay, save_figure
 
 
-def normalise(values: np.ndarray, signed: bool, percentile: float = 99.5) -> np.ndarray:
-    """Map to [-1, 1] (signed) or [0, 1] by a robust maximum; an all-zero map stays zero."""
-    values = np.asarray(values, dtype=np.float32)
-    magnitude = np.abs(values) if signed else np.clip(values, 0, None)
-    top = float(np.percentile(magnitude, percentile)) if magnitude.size else 0.0
-    if top <= 0:
-        top = float(magnitude.max()) if magnitude.size else 0.0
-    if top <= 0:
-        return np.zeros_like(values)
-    scaled = values / top
-    return np.clip(scaled, -1.0, 1.0) if signed else np.clip(scaled, 0.0, 1.0)
-
-
-def is_signed(values: np.ndarray) -> bool:
-    """True when the map has a real negative part (more than 1% of its mass)."""
-    negative = float(np.clip(-values, 0, None).sum())
-    return negative > 0.01 * float(np.abs(values).sum())
-
-
-def overlay(image: np.ndarray, values: np.ndarray, alpha: float = 0.55, signed: bool | None = None) -> np.ndarray:
-    """RGB uint8: the grey X-ray with the map in colour on top; opacity follows the map's magnitude."""
-    from matplotlib import colormaps
-
-    signed = is_signed(values) if signed is None else signed
-    norm = normalise(values, signed)
-    if signed:
-        colours = colormaps[SIGNED_CMAP]((norm + 1) / 2)[..., :3]
-        weight = np.abs(norm)
-    else:
-        colours = colormaps[POSITIVE_CMAP](norm)[..., :3]
-        weight = norm
-    grey = np.repeat(np.clip(image, 0, 1)[..., None], 3, axis=2)
-    mix = alpha * np.sqrt(weight)[..., None]
-    return (np.clip(grey * (1 - mix) + colours * mix, 0, 1) * 255).astype(np.uint8)
-
-
-def save_png(array: np.ndarray, path: Path) -> None:
-    from PIL import Image
-
-    with atomic_open(path, "wb", encoding=None) as handle:
-        Image.fromarray(array).save(handle, format="PNG", optimize=False)
-
-
-def _save_figure(figure: Any, path: Path, dpi: int = 110) -> None:
-    with atomic_open(path, "wb", encoding=None) as handle:
-        figure.savefig(handle, format="png", dpi=dpi, bbox_inches="tight")
-
-
-def _figure(rows: int, cols: int, cell: float = 1.9) -> tuple[Any, np.ndarray]:
-    from matplotlib.figure import Figure
-
+def _figure(rows: int, cols: int, cell: float = 1.9) -> tuple[Figure, np.ndarray]:
     figure = Figure(figsize=(max(2.5, cols * cell), max(2.2, rows * cell + 0.5)))
     axes = np.atleast_2d(figure.subplots(rows, cols, squeeze=False))
     for ax in axes.ravel():
@@ -100,7 +47,7 @@ def grid_figure(
                 axes[r, c].set_title(method.replace("_", " "), fontsize=8)
     axes[0, 0].set_title("image", fontsize=8)
     figure.suptitle(title, fontsize=9)
-    _save_figure(figure, path)
+    save_figure(figure, path, dpi=110, tight=True)
 
 
 def strip_figure(
@@ -118,4 +65,4 @@ def strip_figure(
         axes[0, i].imshow(overlay(image, values) if values is not None else image, cmap="gray")
         axes[0, i].set_title(caption, fontsize=8)
     figure.suptitle(title, fontsize=9)
-    _save_figure(figure, path)
+    save_figure(figure, path, dpi=110, tight=True)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from cxrlens.errors import ModelError
-from cxrlens.evaluate.ensemble import ENSEMBLE
+from cxrlens.models.names import ENSEMBLE
 
 
 class EnsembleModel(nn.Module):

@@ -1,0 +1,1 @@
+"""The activation-profiles stage: label-expression groups, profiles per layer, their files and figures."""

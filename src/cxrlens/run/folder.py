@@ -1,155 +1,144 @@
-"""The run folder: one study's config, splits, checkpoints, predictions, evaluation and explanations.
+"""A run folder opened read-only: :func:`open_run` and everything a stage reads from a run.
 
-```
-run/
-  run.json            label names, preprocessing, splits hash, versions, command lines
-  config.yaml         the resolved study config
-  splits.csv          filename,patient_id,fold,subset
-  labels.csv          filename,patient_id,<one 0/1 column per label>
-  predictions.csv     out-of-fold test and validation probabilities of every model/fold
-  models/<model>/fold<k>/  checkpoints/ (lightning, for --resume), model.pt, predictions.csv, done.json, logs/
-  evaluation/  explanations/  nap/  report/
-```
+Opening a run writes nothing; the only write of this module is :meth:`Run.record_command`, which a stage calls
+after it has written its own results. Creating a run (data, labels, splits) is :func:`cxrlens.run.create_run`.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import platform
-import sys
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-import cxrlens
-from cxrlens.config import RunConfig
-from cxrlens.data.labels import LabelSpace
+from cxrlens.config import PreprocessConfig, RunConfig, load_run_config
+from cxrlens.data.labels import Hierarchy
 from cxrlens.data.records import Dataset
+from cxrlens.data.sources import load_dataset
+from cxrlens.data.splits import SplitRow, read_splits
 from cxrlens.errors import RunError
-from cxrlens.fileio import atomic_write_json, atomic_write_text
+from cxrlens.fileio import read_json
+from cxrlens.run.info import RunInfo, append_command, read_info
+from cxrlens.run.layout import RunLayout
+from cxrlens.run.predictions import RunData, read_run_data
+from cxrlens.run.thresholds import RunThresholds, decision_thresholds, read_thresholds
 
 
-@dataclass(frozen=True)
-class RunDir:
-    root: Path
+class Run:
+    """What a stage reads from a run folder (see :mod:`cxrlens.run.layout` for the files)."""
 
-    @property
-    def run_json(self) -> Path:
-        return self.root / "run.json"
-
-    @property
-    def config_yaml(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def splits(self) -> Path:
-        return self.root / "splits.csv"
+    def __init__(self, root: Path, info: RunInfo, config: RunConfig) -> None:
+        self.layout = RunLayout(root)
+        self.info = info
+        self.config = config
 
     @property
-    def labels_csv(self) -> Path:
-        return self.root / "labels.csv"
+    def root(self) -> Path:
+        return self.layout.root
 
     @property
-    def predictions(self) -> Path:
-        return self.root / "predictions.csv"
+    def label_names(self) -> tuple[str, ...]:
+        return self.info.label_names
 
-    def fold_dir(self, model: str, fold: int) -> Path:
-        return self.root / "models" / model / f"fold{fold}"
+    @property
+    def preprocess(self) -> PreprocessConfig:
+        """The run's preprocessing (from ``run.json``; checkpoints and image sources are checked against it)."""
+        return self.info.preprocess
 
-    def model_file(self, model: str, fold: int) -> Path:
-        return self.fold_dir(model, fold) / "model.pt"
+    @cached_property
+    def hierarchy(self) -> Hierarchy:
+        labels = self.config.data.labels
+        return Hierarchy.build(labels.extra_nodes, labels.aliases)
 
-    def done_file(self, model: str, fold: int) -> Path:
-        return self.fold_dir(model, fold) / "done.json"
-
+    # -- trained models ------------------------------------------------------------------------------------
     def is_done(self, model: str, fold: int) -> bool:
-        return self.done_file(model, fold).is_file() and self.model_file(model, fold).is_file()
-
-    def read_info(self) -> dict[str, Any]:
-        if not self.run_json.is_file():
-            raise RunError(f"{self.root}: not a cxrlens run folder (no run.json); create one with `cxrlens cv`")
-        try:
-            return json.loads(self.run_json.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise RunError(f"{self.run_json}: damaged ({err.msg} at line {err.lineno})") from None
-
-    def read_config(self) -> RunConfig:
-        from cxrlens.config import load_run_config
-
-        if not self.config_yaml.is_file():
-            raise RunError(f"{self.root}: no config.yaml; not a cxrlens run folder")
-        return load_run_config(self.config_yaml)
-
-    def label_names(self) -> list[str]:
-        return list(self.read_info()["label_names"])
+        return self.layout.done_file(model, fold).is_file() and self.layout.model_file(model, fold).is_file()
 
     def trained(self) -> list[tuple[str, int]]:
-        """(model, fold) pairs with a finished model."""
-        pairs = []
-        models_dir = self.root / "models"
-        if not models_dir.is_dir():
+        """(model, fold) pairs with a finished model, sorted."""
+        pairs: list[tuple[str, int]] = []
+        if not self.layout.models_dir.is_dir():
             return pairs
-        for model_dir in sorted(p for p in models_dir.iterdir() if p.is_dir()):
-            for fold_dir in sorted(model_dir.glob("fold*")):
-                fold = int(fold_dir.name[4:])
-                if self.is_done(model_dir.name, fold):
+        for model_dir in sorted(p for p in self.layout.models_dir.iterdir() if p.is_dir()):
+            for fold_dir in sorted(model_dir.iterdir()):
+                fold = self.layout.fold_of_dir(fold_dir.name)
+                if fold is not None and self.is_done(model_dir.name, fold):
                     pairs.append((model_dir.name, fold))
-        return pairs
+        return sorted(pairs, key=lambda p: (p[0], p[1]))
 
+    def trained_by_fold(self) -> dict[int, list[str]]:
+        """Fold -> its trained model names (sorted)."""
+        out: dict[int, list[str]] = {}
+        for model, fold in self.trained():
+            out.setdefault(fold, []).append(model)
+        return dict(sorted(out.items()))
 
-def command_line() -> str:
-    return " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    def done(self, model: str, fold: int) -> dict[str, Any]:
+        """The ``done.json`` record of a trained model (best epoch, losses, checkpoint hash)."""
+        path = self.layout.done_file(model, fold)
+        if not path.is_file():
+            raise RunError(f"{self.root}: {model} fold {fold} is not trained")
+        data = read_json(path)
+        return data if isinstance(data, dict) else {}
 
+    def checkpoint_sha(self, model: str, fold: int) -> str:
+        return str(self.done(model, fold).get("model_sha256", "")) if self.is_done(model, fold) else ""
 
-def write_labels_csv(path: Path, dataset: Dataset, space: LabelSpace) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["filename", "patient_id", *space.names])
-    for rec in dataset.records:
-        writer.writerow([rec.filename, rec.patient_id, *(int(v) for v in space.encode(rec.labels))])
-    atomic_write_text(path, buffer.getvalue())
+    # -- data, splits, predictions -------------------------------------------------------------------------
+    def splits(self) -> list[SplitRow]:
+        return read_splits(self.layout.splits)
 
+    @cached_property
+    def dataset(self) -> Dataset:
+        """The run's data, read again from its sources (``config.yaml``'s ``data:``)."""
+        return load_dataset(cfg=self.config.data)
 
-def environment() -> dict[str, str]:
-    """Versions of what the results depend on (from package metadata: no slow imports)."""
-    from importlib.metadata import PackageNotFoundError, version
+    def test_fold(self) -> dict[str, int]:
+        """filename -> the lowest fold in which it is a test image."""
+        out: dict[str, int] = {}
+        for row in sorted(self.splits(), key=lambda r: r.fold):
+            if row.subset == "test":
+                out.setdefault(row.filename, row.fold)
+        return out
 
-    out = {"cxrlens": cxrlens.__version__, "python": platform.python_version(), "platform": platform.platform()}
-    for package in ("torch", "torchvision", "timm", "captum", "lightning", "numpy", "scikit-learn", "pillow"):
+    def predictions(self) -> RunData:
+        """The checked out-of-fold predictions (``labels.csv`` + ``predictions.csv``)."""
+        return read_run_data(self.layout.labels, self.layout.predictions, self.label_names)
+
+    # -- decisions -----------------------------------------------------------------------------------------
+    def stored_thresholds(self) -> RunThresholds | None:
+        return read_thresholds(self.layout.thresholds)
+
+    def thresholds(self, model: str, fold: int | None = None, members: Sequence[str] = ()) -> dict[str, float]:
+        """The decision thresholds of the last ``cxrlens evaluate`` for ``model`` (and ``fold``)."""
         try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            out[package] = "not installed"
-    return out
+            return decision_thresholds(
+                self.stored_thresholds(), self.config.evaluate.threshold, self.label_names, model, fold, members
+            )
+        except RunError as err:
+            raise RunError(f"{self.root}: {err}") from None
+
+    # -- results of the stages -----------------------------------------------------------------------------
+    def read_result(self, path: Path) -> dict[str, Any] | None:
+        """A stage's JSON result (``evaluation/metrics.json``, ``xai/metrics.json``, ...) or None if absent."""
+        if not path.is_file():
+            return None
+        data = read_json(path)
+        if not isinstance(data, dict):
+            raise RunError(f"{path}: expected a JSON object; recompute it")
+        return data
+
+    def record_command(self) -> None:
+        """Append the current command line to ``run.json`` (provenance of the run's later stages)."""
+        append_command(self.layout.run_json)
 
 
-def write_run_info(run: RunDir, cfg: RunConfig, info: dict[str, Any]) -> None:
-    """Write run.json and config.yaml; an existing run must have the same labels and splits."""
-    if run.run_json.is_file():
-        old = run.read_info()
-        for key in ("label_names", "splits_sha256"):
-            if old.get(key) != info.get(key):
-                raise RunError(
-                    f"{run.root}: this run folder was made with other {key.replace('_', ' ')} "
-                    f"({old.get(key)} vs {info.get(key)}); use a new --run folder"
-                )
-        info["commands"] = [*old.get("commands", []), command_line()]
-        info["created"] = old.get("created", info.get("created"))
-    else:
-        info["commands"] = [command_line()]
-        info["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    info["environment"] = environment()
-    atomic_write_text(run.config_yaml, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    atomic_write_json(run.run_json, info)
-
-
-def append_command(run: RunDir) -> None:
-    """Record a later command (evaluate, explain, report, ...) in run.json for provenance."""
-    info = run.read_info()
-    info["commands"] = [*info.get("commands", []), command_line()]
-    atomic_write_json(run.run_json, info)
+def open_run(root: str | Path) -> Run:
+    """Open an existing run folder read-only (``run.json`` and ``config.yaml`` are read and checked)."""
+    layout = RunLayout(Path(root))
+    if not layout.root.is_dir():
+        raise RunError(f"{layout.root}: run folder not found")
+    info = read_info(layout.run_json)
+    if not layout.config_yaml.is_file():
+        raise RunError(f"{layout.root}: no {layout.config_yaml.name}; not a cxrlens run folder")
+    return Run(layout.root, info, load_run_config(layout.config_yaml))

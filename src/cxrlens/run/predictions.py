@@ -1,28 +1,27 @@
-"""Read and check what the training code left in a run directory.
+"""The run's tables: ``labels.csv`` (ground truth) and ``predictions.csv`` (out-of-fold probabilities).
 
-A run directory holds ``run.json`` (at least ``label_names``), ``labels.csv`` (``filename, patient_id`` and one
-0/1 column per label) and ``predictions.csv`` (``filename, patient_id, fold, model, subset`` and one probability
-column per label; ``subset`` is ``test`` or ``val``). Every problem raises :class:`~cxrlens.errors.RunError`
-with one line naming the file and, where it applies, the line number.
+``labels.csv``: ``filename, patient_id`` and one 0/1 column per label. ``predictions.csv``: ``filename,
+patient_id, fold, model, subset`` and one probability column per label (``subset`` is ``test`` or ``val``),
+written at full precision (shortest round-trip text of the float64 sigmoid of the logit: no rounding, no ties
+made up). Every problem raises :class:`~cxrlens.errors.RunError` with one line naming the file and, where it
+applies, the line number.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from cxrlens.data.labels import LabelSpace
+from cxrlens.data.records import ImageRecord
 from cxrlens.errors import RunError
+from cxrlens.fileio import atomic_write_text, csv_text
 
-RUN_JSON = "run.json"
-LABELS_CSV = "labels.csv"
-PREDICTIONS_CSV = "predictions.csv"
 SUBSETS = ("test", "val")
 LABEL_KEY_COLUMNS = ("filename", "patient_id")
 PREDICTION_KEY_COLUMNS = ("filename", "patient_id", "fold", "model", "subset")
@@ -51,12 +50,11 @@ class Predictions:
 
 @dataclass(frozen=True)
 class RunData:
-    """The checked content of a run directory."""
+    """The checked out-of-fold predictions of a run: (model, fold, subset) -> :class:`Predictions`."""
 
-    run_dir: Path
+    path: Path  # predictions.csv, for messages
     label_names: tuple[str, ...]
     blocks: Mapping[tuple[str, int, str], Predictions]
-    meta: dict[str, Any] = field(default_factory=dict)
 
     def models(self) -> list[str]:
         """Every model with predictions, sorted."""
@@ -70,38 +68,11 @@ class RunData:
         return self.blocks.get((model, fold, subset))
 
 
-def load_run(run_dir: str | Path) -> RunData:
-    """Read ``run.json``, ``labels.csv`` and ``predictions.csv`` and check them against each other."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunError(f"{run_dir}: run directory not found")
-    meta = read_run_json(run_dir / RUN_JSON)
-    label_names = _label_names(run_dir / RUN_JSON, meta)
-    truth = read_labels(run_dir / LABELS_CSV, label_names)
-    blocks = read_predictions(run_dir / PREDICTIONS_CSV, label_names, truth)
-    return RunData(run_dir=run_dir, label_names=label_names, blocks=blocks, meta=meta)
-
-
-def read_run_json(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise RunError(f"{path}: file not found")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise RunError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from err
-    if not isinstance(meta, dict):
-        raise RunError(f"{path}: expected a JSON object")
-    return meta
-
-
-def _label_names(path: Path, meta: Mapping[str, Any]) -> tuple[str, ...]:
-    names = meta.get("label_names")
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
-        raise RunError(f"{path}: 'label_names' must be a non-empty list of label names")
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise RunError(f"{path}: duplicate label names {duplicates}")
-    return tuple(names)
+def read_run_data(labels_csv: Path, predictions_csv: Path, label_names: Sequence[str]) -> RunData:
+    """Read ``labels.csv`` and ``predictions.csv`` and check them against each other."""
+    truth = read_labels(labels_csv, label_names)
+    blocks = read_predictions(predictions_csv, label_names, truth)
+    return RunData(path=predictions_csv, label_names=tuple(label_names), blocks=blocks)
 
 
 def _rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
@@ -172,12 +143,12 @@ def read_predictions(
     for line, row in _rows(path, [*PREDICTION_KEY_COLUMNS, *label_names]):
         name = row["filename"]
         if name not in truth:
-            raise RunError(f"{path}: line {line}: filename {name!r} is not in {LABELS_CSV}")
+            raise RunError(f"{path}: line {line}: filename {name!r} is not in the run's labels")
         patient = truth[name][0]
         if row["patient_id"] != patient:
             raise RunError(
                 f"{path}: line {line}: patient_id {row['patient_id']!r} of {name!r} differs from {patient!r} "
-                f"in {LABELS_CSV}"
+                "in the run's labels"
             )
         model = row["model"]
         if not model:
@@ -208,3 +179,50 @@ def read_predictions(
         )
         for key, files in names.items()
     }
+
+
+# -- writers --------------------------------------------------------------------------------------------------
+
+
+def labels_csv_text(records: Iterable[ImageRecord], space: LabelSpace) -> str:
+    rows = ([r.filename, r.patient_id, *(int(v) for v in space.encode(r.labels))] for r in records)
+    return csv_text([*LABEL_KEY_COLUMNS, *space.names], rows)
+
+
+def write_labels(path: Path, records: Iterable[ImageRecord], space: LabelSpace) -> None:
+    atomic_write_text(path, labels_csv_text(records, space))
+
+
+def probability_text(value: float) -> str:
+    """Full precision: the shortest text that reads back as the same float64."""
+    return repr(float(value))
+
+
+def prediction_rows(
+    records: Sequence[ImageRecord], probs: np.ndarray, fold: int, model: str, subset: str
+) -> list[list[str | int]]:
+    """Rows of ``predictions.csv`` for one model, fold and subset (``probs``: images x labels)."""
+    if len(records) != len(probs):
+        raise ValueError(f"{len(records)} records but {len(probs)} probability rows")
+    return [
+        [rec.filename, rec.patient_id, fold, model, subset, *(probability_text(v) for v in row)]
+        for rec, row in zip(records, probs, strict=True)
+    ]
+
+
+def write_predictions(path: Path, rows: Iterable[Sequence[str | int]], label_names: Sequence[str]) -> None:
+    atomic_write_text(path, csv_text([*PREDICTION_KEY_COLUMNS, *label_names], rows))
+
+
+def concatenate_predictions(parts: Sequence[Path], out: Path, label_names: Sequence[str]) -> int:
+    """Write the rows of every fold's ``predictions.csv`` into ``out`` (same header); returns the row count."""
+    header = [*PREDICTION_KEY_COLUMNS, *label_names]
+    rows: list[list[str]] = []
+    for path in parts:
+        with path.open(encoding="utf-8", newline="") as handle:
+            reader = csv.reader(handle)
+            if next(reader, None) != header:
+                raise RunError(f"{path}: columns differ from the run's labels")
+            rows.extend(reader)
+    atomic_write_text(out, csv_text(header, rows))
+    return len(rows)

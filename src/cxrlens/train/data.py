@@ -1,32 +1,13 @@
-"""Torch datasets over the preprocessed-image cache, and a resumable epoch-seeded shuffle."""
+"""The training loader: batches of the cached images in a resumable, epoch-seeded shuffle."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from cxrlens.data.cache import PreprocessCache
-from cxrlens.data.labels import LabelSpace
-from cxrlens.data.records import ImageRecord
-
-
-class CachedImages(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """(image [1, N, N] float32 in [0, 1], multi-hot labels [L]) from the cache."""
-
-    def __init__(self, records: Sequence[ImageRecord], space: LabelSpace, cache: PreprocessCache) -> None:
-        self.records = list(records)
-        self.cache = cache
-        self.targets = space.encode_many(r.labels for r in self.records)
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.cache.load(self.records[index].path)
-        return torch.from_numpy(np.ascontiguousarray(image))[None], torch.from_numpy(self.targets[index])
+from cxrlens.run.images import LabelledImages
 
 
 class EpochShuffle(Sampler[int]):
@@ -49,7 +30,7 @@ class EpochShuffle(Sampler[int]):
 
 
 def make_loader(
-    dataset: CachedImages, batch_size: int, shuffle_seed: int | None = None, num_workers: int = 0
+    dataset: LabelledImages, batch_size: int, shuffle_seed: int | None = None, num_workers: int = 0
 ) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
     sampler = EpochShuffle(len(dataset), shuffle_seed) if shuffle_seed is not None else None
     return DataLoader(

@@ -166,6 +166,7 @@ class EvaluateConfig(StrictModel):
     threshold: float | Literal["tuned"] = Field(0.5, description="0.5, another float, or 'tuned' on validation")
     min_support: int = Field(5, ge=1, description="labels with fewer test positives are marked, not averaged")
     ensembles: bool = True
+    members: list[str] = Field(default_factory=list, description="ensemble members (default: the evaluated models)")
 
 
 class ExplainConfig(StrictModel):

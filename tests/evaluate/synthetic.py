@@ -1,13 +1,19 @@
-"""Tiny synthetic run directories (run.json, labels.csv, predictions.csv) for the evaluation tests."""
+"""Tiny synthetic run folders (run.json, config.yaml, labels.csv, predictions.csv) for the evaluation tests."""
 
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from cxrlens.config import EvaluateConfig, PreprocessConfig, validate
+from cxrlens.evaluate import EvaluationResult, evaluate_run
+from cxrlens.run import open_run
+from cxrlens.run.info import RunInfo, write_info
+from cxrlens.run.layout import RunLayout
 
 LABELS = ["COVID-19", "No Finding", "Pneumonia", "Viral Pneumonia", "Bacterial Pneumonia", "MERS"]
 
@@ -31,7 +37,9 @@ def write_run(
 ) -> Path:
     """Write a run directory; patient ids are ``p-<filename>``."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "run.json").write_text(json.dumps({"label_names": list(label_names), "seed": 0}), encoding="utf-8")
+    layout = RunLayout(run_dir)
+    write_info(layout.run_json, RunInfo("synthetic", tuple(label_names), PreprocessConfig(), "0" * 16))
+    layout.config_yaml.write_text("name: synthetic\n", encoding="utf-8")
     with (run_dir / "labels.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["filename", "patient_id", *label_names])
@@ -97,3 +105,8 @@ def rewrite_predictions(run_dir: Path, change: Callable[[dict[str, str]], None])
         writer = csv.DictWriter(handle, fieldnames=header)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def evaluate(run_dir: Path, models: Sequence[str] | None = None, **options: Any) -> EvaluationResult:
+    """``evaluate_run`` of a run folder with an ``evaluate:`` section made of ``options``."""
+    return evaluate_run(open_run(run_dir), validate(EvaluateConfig, options, "evaluate"), models=models)

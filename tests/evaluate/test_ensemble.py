@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 
-from cxrlens.evaluate import evaluate_run
 from cxrlens.evaluate.ensemble import align, common_filenames, mean_ensemble, vote_ensemble
 from cxrlens.run.predictions import Predictions
-from tests.evaluate.synthetic import LABELS, synthetic_run, write_run
+from tests.evaluate.synthetic import LABELS, evaluate, synthetic_run, write_run
 
 
 def test_mean_ensemble():
@@ -51,7 +50,7 @@ def test_ensembles_in_a_run_known_answer(tmp_path):
     }
     rows = [(name, 0, model, "test", [probs[model][k]]) for model in probs for k, name in enumerate(truth)]
     run = write_run(tmp_path / "run", labels, truth, rows)
-    result = evaluate_run(run, min_support=1)
+    result = evaluate(run, min_support=1)
     assert list(result.entries) == ["m1", "m2", "m3", "ensemble-mean", "ensemble-vote"]
     vote = result.entries["ensemble-vote"].folds[0].per_label["A"]
     # majority: every positive has >= 2 votes; image 6 has 2 false votes -> one false positive
@@ -75,11 +74,11 @@ def test_ensembles_use_common_test_images_and_can_be_chosen(tmp_path):
     from tests.evaluate.synthetic import rewrite_predictions
 
     rewrite_predictions(run, drop_one)
-    result = evaluate_run(run, models=["a", "b", "c"])
+    result = evaluate(run, models=["a", "b", "c"])
     n_b = result.entries["b"].folds[0].n_images
     assert result.entries["ensemble-mean"].folds[0].n_images == n_b - 1
     assert any("common to all members" in note for note in result.notes)
-    chosen = evaluate_run(run, models=["a"], ensembles=["b", "c"])
+    chosen = evaluate(run, models=["a"], members=["b", "c"])
     assert list(chosen.entries) == ["a", "ensemble-mean", "ensemble-vote"]
     assert chosen.entries["ensemble-vote"].members == ["b", "c"]
     assert len(LABELS) == len(chosen.label_names)

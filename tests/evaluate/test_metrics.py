@@ -51,13 +51,32 @@ def test_agrees_with_scikit_learn(seed):
     assert m.micro_all == pytest.approx(m.micro)
 
 
-def test_zero_division_gives_zero_like_scikit_learn():
+def test_undefined_per_label_values_are_nan_but_macro_counts_them_as_zero_like_scikit_learn():
     truth = np.array([[1, 0], [1, 0], [0, 0], [0, 1]])
     probs = np.array([[0.1, 0.9], [0.2, 0.9], [0.3, 0.9], [0.4, 0.9]])  # label A never predicted
     m = fold_metrics(truth, probs, ["A", "B"], 0.5, min_support=1)
-    assert m.per_label["A"]["precision"] == 0.0 and m.per_label["A"]["f1"] == 0.0
-    p, _, _, _ = precision_recall_fscore_support(truth, probs >= 0.5, average=None, zero_division=0)
-    assert p[0] == 0.0
+    assert math.isnan(m.per_label["A"]["precision"])  # nothing predicted positive: undefined
+    assert m.per_label["A"]["f1"] == 0.0 and m.per_label["A"]["recall"] == 0.0  # two positives missed
+    p, _, _, _ = precision_recall_fscore_support(truth, probs >= 0.5, average="macro", zero_division=0)
+    assert m.macro["precision"] == pytest.approx(p)
+
+
+def test_a_fold_without_positives_does_not_count_as_zero_in_the_per_label_summary():
+    """A label predicted perfectly in the 3 of 5 folds that hold it: F1 1.0 over 3 folds (not 0.6 over 5)."""
+    folds = []
+    for fold in range(5):
+        truth = np.zeros((10, 2), dtype=int)
+        truth[:5, 0] = 1
+        if fold < 3:
+            truth[:2, 1] = 1  # label B has test positives in folds 0-2 only
+        probs = truth * 0.9 + 0.05  # perfect decisions at 0.5: B is never predicted where it is absent
+        folds.append(fold_metrics(truth, probs, ["A", "B"], 0.5, fold=fold, min_support=1))
+    assert math.isnan(folds[4].per_label["B"]["f1"]) and math.isnan(folds[4].per_label["B"]["recall"])
+    summary = summarize_folds(folds, ["A", "B"])["per_label"]["B"]
+    assert summary["f1"]["mean"] == 1.0 and summary["f1"]["n"] == 3
+    assert summary["recall"] == {"mean": 1.0, "std": 0.0, "n": 3}
+    assert summary["specificity"]["n"] == 5  # defined in every fold
+    assert math.isnan(summary["roc_auc"]["std"]) is False and summary["roc_auc"]["n"] == 3
 
 
 def test_perfect_predictions_score_one():
@@ -136,7 +155,8 @@ def test_binarize_is_greater_or_equal():
 def test_mean_std_uses_ddof_one():
     s = mean_std([0.8, 0.9, 1.0])
     assert s["mean"] == pytest.approx(0.9) and s["std"] == pytest.approx(0.1) and s["n"] == 3
-    assert mean_std([0.7]) == {"mean": 0.7, "std": 0.0, "n": 1}
+    one = mean_std([0.7])  # the spread of a single fold is undefined, not 0
+    assert one["mean"] == 0.7 and one["n"] == 1 and math.isnan(one["std"])
     assert mean_std([0.5, float("nan")])["n"] == 1
     assert math.isnan(mean_std([])["mean"])
 

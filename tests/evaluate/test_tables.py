@@ -3,21 +3,15 @@ import io
 
 import pytest
 
-from cxrlens.evaluate import evaluate_run, markdown_table
-from cxrlens.evaluate.tables import format_mean_std, per_label_csv, table2_csv
-from tests.evaluate.synthetic import LABELS, synthetic_run
+from cxrlens.evaluate import markdown_table
+from cxrlens.evaluate.tables import per_label_csv, table2_csv
+from tests.evaluate.synthetic import LABELS, evaluate, synthetic_run
 
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     run = synthetic_run(tmp_path_factory.mktemp("tables") / "run", models=("resnet18", "densenet161"), n_folds=2)
-    return evaluate_run(run)
-
-
-def test_format_mean_std():
-    assert format_mean_std({"mean": 0.8544, "std": 0.0081}) == "0.854 ± 0.008"
-    assert format_mean_std({"mean": float("nan"), "std": float("nan")}) == "n/a"
-    assert format_mean_std({"mean": None, "std": None}) == "n/a"
+    return evaluate(run)
 
 
 def test_markdown_table_has_one_row_per_entry(result):
@@ -46,5 +40,6 @@ def test_per_label_csv(result):
     stats = result.entries["resnet18"].summary["per_label"]["COVID-19"]
     assert int(covid["support"]) == stats["support"] and covid["evaluable"] == "True"
     assert float(covid["f1_mean"]) == pytest.approx(stats["f1"]["mean"])
+    assert int(covid["f1_folds"]) == stats["f1"]["n"] == 2
     mers = next(r for r in rows if r["model"] == "resnet18" and r["label"] == "MERS")
     assert mers["evaluable"] == "False"

@@ -3,9 +3,8 @@ import pytest
 from sklearn.metrics import f1_score
 
 from cxrlens.errors import ConfigError, RunError
-from cxrlens.evaluate import evaluate_run
 from cxrlens.evaluate.thresholds import best_f1_threshold, parse_threshold, tune_thresholds
-from tests.evaluate.synthetic import rewrite_predictions, synthetic_run
+from tests.evaluate.synthetic import evaluate, rewrite_predictions, synthetic_run
 
 
 def test_parse_threshold():
@@ -56,7 +55,7 @@ def test_tuned_f1_is_the_best_achievable(seed):
 
 def test_tuned_thresholds_look_at_val_rows_only(tmp_path):
     run = synthetic_run(tmp_path / "run", models=("resnet18", "resnet34"))
-    before = evaluate_run(run, threshold="tuned")
+    before = evaluate(run, threshold="tuned")
 
     def scramble_test(row: dict[str, str]) -> None:
         if row["subset"] == "test":
@@ -64,7 +63,7 @@ def test_tuned_thresholds_look_at_val_rows_only(tmp_path):
                 row[label] = "0.99" if float(row[label]) < 0.5 else "0.01"
 
     rewrite_predictions(run, scramble_test)
-    after = evaluate_run(run, threshold="tuned")
+    after = evaluate(run, threshold="tuned")
     for name in ("resnet18", "resnet34", "ensemble-mean"):
         for f_before, f_after in zip(before.entries[name].folds, after.entries[name].folds, strict=True):
             assert f_before.thresholds == f_after.thresholds
@@ -81,4 +80,4 @@ def test_tuned_thresholds_raise_without_val_rows(tmp_path):
     run = synthetic_run(tmp_path / "run", models=("resnet18",))
     rewrite_predictions(run, lambda row: row.update(subset="test") if row["subset"] == "val" else None)
     with pytest.raises(RunError, match=r"predictions\.csv: model 'resnet18' fold 0 has no val rows"):
-        evaluate_run(run, threshold="tuned")
+        evaluate(run, threshold="tuned")

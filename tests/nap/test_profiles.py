@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from collections import OrderedDict
 
 import numpy as np
@@ -11,18 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from cxrlens.config import load_run_config
-from cxrlens.errors import DataError, LabelError, ModelError, RunError
-from cxrlens.nap.profiles import (
-    DEFAULT_GROUPS,
-    ExpressionError,
-    compute_nap,
-    make_groups,
-    parse_expression,
-    parse_group_option,
-    run_nap,
-)
-from cxrlens.train.runner import open_study, train_fold
+from cxrlens.errors import DataError, LabelError, ModelError
+from cxrlens.nap.expressions import DEFAULT_GROUPS, ExpressionError, make_groups, parse_expression, parse_group_option
+from cxrlens.nap.profiles import compute_nap
 
 LABELS = ("COVID-19", "No Finding", "Pneumonia", "Viral Pneumonia")
 
@@ -236,91 +225,7 @@ def test_layer_that_does_not_run_or_returns_no_tensor():
     assert _no_hooks(model)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# a tiny trained run
-
-
-def _config(tmp_path):
-    return load_run_config(
-        None,
-        {
-            "data.sources": ["@sample"],
-            "data.preprocess.size": 48,
-            "data.cache_dir": str(tmp_path / "cache"),
-            "models.names": ["tiny"],
-            "train.epochs": 1,
-            "train.batch_size": 8,
-            "train.patience": 0,
-            "cv.split.folds": 3,
-            "cv.folds": [0],
-        },
-    )
-
-
-@pytest.fixture(scope="module")
-def trained_run(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("nap")
-    study = open_study(_config(tmp_path), tmp_path / "run")
-    train_fold(study, "tiny", 0, enable_progress_bar=False)
-    return study.run.root
-
-
-def test_run_nap_writes_arrays_summary_and_figures(trained_run):
-    advanced: list[int] = []
-    summary = run_nap(trained_run, "tiny", top_k=5, progress=advanced.append)
-    out = trained_run / "nap" / "tiny" / "fold0"
-    assert summary["dir"] == str(out) and summary["fold"] == 0 and summary["images"] == "test"
-    layers = ["backbone.bn1", "backbone.bn2", "backbone.bn3"]
-    assert [layer["name"] for layer in summary["layers"]] == layers
-    assert sum(advanced) == summary["n_images"] > 0
-
-    on_disk = json.loads((out / "summary.json").read_text())
-    assert on_disk["layers"] == summary["layers"] and on_disk["files"]["figures"]["backbone.bn1"]
-    for path in summary["paths"]:
-        assert (out / path).is_file()
-    for png in [*on_disk["files"]["figures"].values(), on_disk["files"]["overview"]]:
-        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-    groups = [g["name"] for g in summary["groups"]]
-    with np.load(out / "nap.npz") as npz:
-        assert list(npz["layers"]) == layers and list(npz["group_names"]) == groups
-        assert int(npz["n_images"]) == summary["n_images"]
-        assert int(npz["group_sizes"].sum()) >= summary["n_images"] // 2
-        for layer, channels in zip(layers, (8, 16, 32), strict=True):
-            live = npz[f"{layer}/live"]
-            assert npz[f"{layer}/profile"].shape == (len(groups), len(live))
-            assert npz[f"{layer}/group_means"].shape == (len(groups), len(live))
-            assert int(npz[f"{layer}/channels"]) == channels == len(live) + int(npz[f"{layer}/dead"])
-            np.testing.assert_allclose(npz[f"{layer}/profile"].mean(axis=0), 0, atol=1e-9)
-            entry = summary["layers"][layers.index(layer)]
-            top = entry["top"]
-            assert len(top) == min(5, len(live)) and entry["dead"] == int(npz[f"{layer}/dead"])
-            assert [t["score"] for t in top] == sorted((t["score"] for t in top), reverse=True)
-            assert set(top[0]["profile"]) == set(groups)
-
-
-def test_run_nap_on_all_images_and_chosen_layers(trained_run):
-    summary = run_nap(trained_run, "tiny", fold=0, layers=["backbone.bn3"], images="all", top_k=3)
-    assert [layer["name"] for layer in summary["layers"]] == ["backbone.bn3"]
-    with (trained_run / "splits.csv").open() as handle:
-        assert summary["n_images"] == len({row["filename"] for row in csv.DictReader(handle)})
-    out = trained_run / "nap" / "tiny" / "fold0"
-    assert sorted(p.name for p in out.glob("*.png")) == ["layer_backbone.bn3.png", "overview.png"]  # no stale ones
-
-
-def test_run_nap_errors(trained_run, tmp_path):
-    with pytest.raises(RunError, match=r"model 'resnet18' is not trained in this run \(trained: tiny fold 0\)"):
-        run_nap(trained_run, "resnet18")
-    with pytest.raises(RunError, match=r"tiny fold 2 is not trained \(trained folds of tiny: \[0\]\)"):
-        run_nap(trained_run, "tiny", fold=2)
-    with pytest.raises(LabelError, match=r"group 'bad'.*unknown label\(s\) 'Covid'.*valid labels"):
-        run_nap(trained_run, "tiny", groups={"bad": "Covid & Pneumonia", "ok": "Pneumonia"})
-    with pytest.raises(ModelError, match=r"unknown layer 'backbone.bn4'; did you mean backbone.bn"):
-        run_nap(trained_run, "tiny", layers=["backbone.bn4"])
-    with pytest.raises(RunError, match="images must be one of test, all"):
-        run_nap(trained_run, "tiny", images="val")
-    with pytest.raises(RunError, match="not a cxrlens run folder"):
-        run_nap(tmp_path, "tiny")
+#
 
 
 class _Twice(KnownModel):

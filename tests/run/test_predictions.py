@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 
 from cxrlens.errors import RunError
-from cxrlens.run.predictions import load_run
+from cxrlens.run import open_run
+from cxrlens.run.predictions import RunData
 from tests.evaluate.synthetic import rewrite_predictions, synthetic_run, write_run
+
+
+def load_run(path) -> RunData:
+    return open_run(path).predictions()
+
 
 LABELS = ["Viral Pneumonia", "COVID-19"]
 
@@ -32,7 +38,7 @@ def test_reads_a_run_with_spaces_in_label_names(tmp_path):
     assert run.get("resnet18", 1, "val") is not None and run.get("resnet18", 1, "test") is None
 
 
-@pytest.mark.parametrize("name", ["run.json", "labels.csv", "predictions.csv"])
+@pytest.mark.parametrize("name", ["labels.csv", "predictions.csv"])
 def test_missing_file(tmp_path, name):
     run = small_run(tmp_path)
     (run / name).unlink()
@@ -40,15 +46,19 @@ def test_missing_file(tmp_path, name):
         load_run(run)
 
 
-def test_missing_run_dir(tmp_path):
-    with pytest.raises(RunError, match="run directory not found"):
+def test_missing_run_json_or_folder(tmp_path):
+    run = small_run(tmp_path)
+    (run / "run.json").unlink()
+    with pytest.raises(RunError, match=r"not a cxrlens run folder \(no run\.json\)"):
+        load_run(run)
+    with pytest.raises(RunError, match="run folder not found"):
         load_run(tmp_path / "nope")
 
 
 def test_bad_run_json(tmp_path):
     run = small_run(tmp_path)
     (run / "run.json").write_text("{", encoding="utf-8")
-    with pytest.raises(RunError, match=r"run\.json: not valid JSON"):
+    with pytest.raises(RunError, match=r"run\.json: damaged JSON"):
         load_run(run)
     (run / "run.json").write_text(json.dumps({"labels": []}), encoding="utf-8")
     with pytest.raises(RunError, match=r"run\.json: 'label_names'"):
@@ -73,7 +83,7 @@ def test_missing_prediction_column(tmp_path):
 def test_unknown_filename(tmp_path):
     run = small_run(tmp_path)
     rewrite_predictions(run, lambda row: row.update(filename="zzz.png", patient_id="p-zzz.png"))
-    with pytest.raises(RunError, match=r"predictions\.csv: line 2: filename 'zzz\.png' is not in labels\.csv"):
+    with pytest.raises(RunError, match=r"predictions\.csv: line 2: filename 'zzz\.png' is not in the run's labels"):
         load_run(run)
 
 
@@ -142,3 +152,32 @@ def test_synthetic_run_loads(tmp_path):
     assert run.models() == ["densenet161", "resnet18", "resnet34"]
     assert run.folds("resnet18") == [0, 1]
     assert len(run.get("resnet18", 1, "test")) == 24
+
+
+def test_predictions_keep_full_precision(tmp_path):
+    """Rounding to 6 decimals (the old format) made confident probabilities 0 and tied: AUC changed."""
+    from sklearn.metrics import roc_auc_score
+
+    from cxrlens.data.records import ImageRecord
+    from cxrlens.run.predictions import prediction_rows, read_labels, read_predictions, write_labels, write_predictions
+
+    rng = np.random.default_rng(0)
+    n = 40
+    truth = (np.arange(n) % 4 == 0).astype(int)
+    probs = np.where(truth == 1, 10 ** rng.uniform(-7, -6, n), 10 ** rng.uniform(-9, -6.5, n))  # all < 1e-6
+    probs[-1] = 1 - 1e-12
+    records = [
+        ImageRecord(f"i{i}.png", tmp_path / f"i{i}.png", f"p{i}", "x", frozenset({"COVID-19"} if t else set()))
+        for i, t in enumerate(truth)
+    ]
+    from cxrlens.data.labels import LabelSpace
+
+    space = LabelSpace(("COVID-19",))
+    write_labels(tmp_path / "labels.csv", records, space)
+    write_predictions(tmp_path / "p.csv", prediction_rows(records, probs[:, None], 0, "m", "test"), space.names)
+    block = read_predictions(tmp_path / "p.csv", space.names, read_labels(tmp_path / "labels.csv", space.names))
+    back = block[("m", 0, "test")].probs[:, 0]
+    assert back.tolist() == probs.tolist()  # exact round trip, no ties made up
+    assert roc_auc_score(truth, back) == roc_auc_score(truth, probs)
+    rounded = np.round(probs, 6)
+    assert roc_auc_score(truth, rounded) != roc_auc_score(truth, probs)  # what the old 6-decimal format did

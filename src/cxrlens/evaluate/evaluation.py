@@ -160,8 +160,8 @@ def evaluate_run(run: Run, cfg: EvaluateConfig, models: Sequence[str] | None = N
     """Evaluate every (or the given) model of a run, plus the two ensembles.
 
     ``cfg.threshold``: a number in [0, 1] (fixed for every label), ``"fixed"`` (0.5) or ``"tuned"`` (per model,
-    fold and label, maximising F1 on that fold's val rows). ``cfg.ensembles``: ensembles over the evaluated
-    models (they need at least two).
+    fold and label, maximising F1 on that fold's val rows). ``cfg.ensembles``: the two ensembles, over
+    ``cfg.members`` or else the evaluated models (they need at least two).
     """
     mode, base = parse_threshold(cfg.threshold)
     data = run.predictions()
@@ -169,7 +169,12 @@ def evaluate_run(run: Run, cfg: EvaluateConfig, models: Sequence[str] | None = N
     if not available:
         raise RunError(f"{data.path}: no test rows")
     chosen = _check_models(models, available, data.path, "model(s)") if models else list(available)
-    members = list(chosen) if cfg.ensembles else []
+    if not cfg.ensembles:
+        members: list[str] = []
+    elif cfg.members:
+        members = _check_models(cfg.members, available, data.path, "ensemble member(s)")
+    else:
+        members = list(chosen)
     evaluator = _Evaluator(data, mode, base, cfg.min_support, run.hierarchy)
     notes: list[str] = []
     entries = {model: evaluator.model(model) for model in chosen}

@@ -8,12 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cxrlens.run.maps import image_id
-from tests.report import test_report as shared
-from tests.report.test_report import EVIL_FILE, EVIL_FINDING, EVIL_PATIENT
-
-tiny_run = shared.tiny_run  # the module-scoped runs of the unit tests (built again in this module)
-xss_run = shared.xss_run
+from cxrlens.run.layout import image_id
+from tests.report.runs import EVIL_FILE, EVIL_FINDING, EVIL_PATIENT  # runs: tests/report/conftest.py
 
 pytestmark = pytest.mark.browser
 

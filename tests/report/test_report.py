@@ -2,198 +2,30 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import re
+import shutil
 from html.parser import HTMLParser
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import typer
+from PIL import Image
+from typer.testing import CliRunner
 
-from cxrlens.config import ExplainConfig, load_run_config
-from cxrlens.report.builder import build_report, json_island
-from cxrlens.run.maps import image_id
-from tests.conftest import save_png, write_csv, xray_like
-from tests.train.test_runner import tiny_config
+from cxrlens.cli.report import report_cmd
+from cxrlens.errors import RunError
+from cxrlens.fileio import read_json, write_json
+from cxrlens.report.builder import json_island
+from cxrlens.report.common import stat_text
+from cxrlens.report.xai_section import _no_positive
+from cxrlens.run import ImageSource, Run, open_run
+from cxrlens.run.layout import image_id
+from tests.conftest import save_png, xray_like
+from tests.report.runs import EVIL_FILE, EVIL_FINDING, EVIL_PATIENT, report
 
-EXPLAIN_PARAMS = {"occlusion": {"window": 12, "stride": 12}}
-EVIL_FILE = "images/<script>alert(1)</script>.png"
-EVIL_FINDING = "<b>\"odd\" & 'quoted'"
-EVIL_PATIENT = 'p<b>"7"</b>'
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
-
-
-# -- fixtures: runs built once per module ----------------------------------------------------------------------
-
-
-def _add_second_model(run_root: Path) -> None:
-    """A second (fake) model's predictions, so the evaluation has ensembles to compare."""
-    path = run_root / "predictions.csv"
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        header = list(reader.fieldnames or [])
-        rows = list(reader)
-    labels = header[5:]
-    extra = []
-    for i, row in enumerate(rows):
-        copy = dict(row, model="tiny-b")
-        for j, label in enumerate(labels):
-            copy[label] = f"{min(1.0, max(0.0, float(row[label]) + 0.1 * ((i + j) % 3 - 1))):.6f}"
-        extra.append(copy)
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=header, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows + extra)
-
-
-def _write_xai(run_root: Path, model: str, methods: list[str], evil: bool = False) -> None:
-    tag = "<script>alert(2)</script>" if evil else ""
-    overlay = next((run_root / "explanations" / "overlays").rglob("*.png")).relative_to(run_root).as_posix()
-    metrics = {
-        "format": "cxrlens-xai/1",
-        "settings": {"fractions": [0.1, 0.2], "seed": 0, "note": tag or None},
-        "n_maps": 12,
-        "notes": [f"synthetic metrics for the report test {tag}"],
-        "metrics": {
-            "deletion_auc": {
-                "description": f"area under the deletion curve {tag}",
-                "higher_is_better": False,
-                "rows": [
-                    {"model": model, "method": m, "mean": 0.2 + 0.1 * i, "ci_low": 0.1, "ci_high": 0.4, "n": 4}
-                    for i, m in enumerate(methods)
-                ]
-                + [
-                    {
-                        "model": f"ensemble{tag}",
-                        "method": methods[0],
-                        "mean": None,
-                        "ci_low": None,
-                        "ci_high": None,
-                        "n": 0,
-                    }
-                ],
-            },
-            "pointing_game": {"description": "hit rate", "higher_is_better": True, "rows": []},
-        },
-        "sanity": {
-            "threshold": 0.5,
-            "rows": [
-                {"model": model, "method": methods[0], "layers": ["head"], "spearman": 0.81, "flagged": True, "n": 4},
-                {"model": model, "method": methods[-1], "layers": "all", "spearman": None, "flagged": False, "n": 4},
-            ],
-        },
-        "ranking": {
-            "methods": [{"method": m, "score": 1.0 / (i + 1), "rank": i + 1} for i, m in enumerate(methods)],
-            "models": [{"model": model, "score": 0.5, "rank": 1}],
-            "verdict": f"{methods[-1]} is the most faithful method here <img src=x onerror=alert(3)>{tag}",
-        },
-        "shortcut": {
-            "rows": [
-                {
-                    "model": model,
-                    "outside_lung_share": 0.4,
-                    "ci_low": 0.3,
-                    "ci_high": 0.5,
-                    "border_share": 0.1,
-                    "padding_share": None,
-                    "n": 4,
-                },
-            ],
-            "top_images": [
-                {
-                    "model": model,
-                    "image": EVIL_FILE if evil else "x.png",
-                    "label": "COVID-19",
-                    "method": methods[0],
-                    "outside_lung_share": 0.7,
-                    "overlay": overlay,
-                },
-                {
-                    "model": model,
-                    "image": "gone.png",
-                    "label": "COVID-19",
-                    "method": methods[0],
-                    "outside_lung_share": 0.6,
-                    "overlay": "overlays/missing.png",
-                },
-            ],
-        },
-        "files": {},
-    }
-    (run_root / "xai").mkdir(exist_ok=True)
-    (run_root / "xai" / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
-    save_png(run_root / "xai" / "figures" / "ranking.png", xray_like(40, 60, seed=3))
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A tiny trained run: a report before anything else, then evaluation, explanations, NAP and xai, and a report."""
-    from cxrlens.evaluate import evaluate_run, write_evaluation
-    from cxrlens.explain.runner import run_explain
-    from cxrlens.nap.profiles import run_nap
-    from cxrlens.train.runner import open_study, run_cv
-
-    root = tmp_path_factory.mktemp("report")
-    study = open_study(tiny_config(root, **{"train.epochs": 1}), root / "run")
-    run_cv(study, enable_progress_bar=False)
-    bare = build_report(study.run.root, root / "bare")
-
-    _add_second_model(study.run.root)
-    write_evaluation(study.run.root, evaluate_run(study.run.root, min_support=1))
-    methods = ["gradcam", "occlusion", "saliency"]
-    cfg = ExplainConfig(n_images=2, methods=methods, params=EXPLAIN_PARAMS, followup_images=0)  # followups: slow
-    run_explain(study, cfg, enable_progress_bar=False)
-    run_nap(study.run.root, "tiny")
-    _write_xai(study.run.root, "tiny", methods)
-    full = build_report(study.run.root)
-    return SimpleNamespace(root=study.run.root, bare=bare, full=full, methods=methods)
-
-
-@pytest.fixture(scope="module")
-def xss_run(tmp_path_factory):
-    """A run whose data holds a file name with a script tag, and a finding and patient ids with markup and quotes."""
-    from cxrlens.evaluate import evaluate_run, write_evaluation
-    from cxrlens.explain.runner import run_explain
-    from cxrlens.train.runner import open_study, run_cv
-
-    root = tmp_path_factory.mktemp("xss")
-    data = root / "data"
-    rows = []
-    for i in range(16):
-        name = EVIL_FILE if i == 0 else f"images/img{i:03d}.png"
-        save_png(data / name, xray_like(64, 56, seed=i))
-        finding = EVIL_FINDING if i % 2 == 0 else "No Finding"
-        patient = EVIL_PATIENT if i == 0 else f"p{i}"
-        rows.append([name, patient, finding, "PA", "synthetic"])
-    write_csv(data / "metadata.csv", ["filename", "patient_id", "finding", "view", "source"], rows)
-    assert (data / EVIL_FILE).is_file()
-    cfg = load_run_config(
-        None,
-        {
-            "name": '<script>alert("name")</script>',
-            "data.sources": [str(data)],
-            "data.preprocess.size": 48,
-            "data.cache_dir": str(root / "cache"),
-            "data.labels.extra_nodes": {EVIL_FINDING: None},
-            "data.labels.min_images": 3,
-            "models.names": ["tiny"],
-            "train.epochs": 1,
-            "train.batch_size": 8,
-            "train.patience": 0,
-            "cv.split.folds": 2,
-            "cv.folds": [0],
-        },
-    )
-    study = open_study(cfg, root / "run")
-    assert EVIL_FINDING in study.space.names
-    run_cv(study, enable_progress_bar=False)
-    write_evaluation(study.run.root, evaluate_run(study.run.root, min_support=1))
-    explain = ExplainConfig(images=[EVIL_FILE], methods=["saliency"], labels=[EVIL_FINDING], followup_images=0)
-    run_explain(study, explain, enable_progress_bar=False)
-    _write_xai(study.run.root, "tiny", ["saliency"], evil=True)
-    return SimpleNamespace(root=study.run.root, index=build_report(study.run.root))
 
 
 # -- helpers ------------------------------------------------------------------------------------------------------
@@ -289,7 +121,7 @@ def test_report_of_a_trained_run_says_what_is_not_computed_yet(tiny_run):
 
 def test_full_report_has_every_section_and_only_working_links(tiny_run):
     index = tiny_run.full
-    assert index == tiny_run.root / "report" / "index.html"
+    assert index == tiny_run.layout.report_dir / "index.html"
     html = index.read_text(encoding="utf-8")
     parser = parse(index)
     check_links(index, parser)
@@ -303,15 +135,25 @@ def test_full_report_has_every_section_and_only_working_links(tiny_run):
     for name in ("tiny", "tiny-b", "ensemble-mean", "ensemble-vote"):
         assert f'<td class="name">{name}</td>' in metrics
     assert 'class="num best"' in metrics and "The best ensemble" in metrics
-    assert "assets/evaluation/bars_covid-19.png" in metrics and "assets/evaluation/roc_ensemble-mean.png" in metrics
+    layout = tiny_run.layout
+    assert f"assets/evaluation/{layout.bars_figure('COVID-19').name}" in metrics
+    assert f"assets/evaluation/{layout.roc_figure('ensemble-mean').name}" in metrics
+    table2 = re.search(r'<table id="table2">(.*?)</table>', metrics, re.S)
+    assert table2 and " ± n/a" in table2.group(1) and "folds)" not in table2.group(1)  # one fold: no spread
     xai = section(html, "xai")
     assert "deletion_auc" in xai and "lower is better" in xai and "flagged" in xai and "Verdict" in xai
     assert "0.200 [0.100, 0.400]" in xai and "not computed" in xai  # the ensemble row has one method only
+    assert "deletion_gain_rel" in xai and "0.150 [0.000, 0.500]" in xai  # a new metric needs no new code
+    no_positive = re.search(r'id="xai-no-positive">(.*?)</table>', xai, re.S)
+    assert no_positive and "not evaluable): 3 of 12." in no_positive.group(1)
+    assert f'<th class="num">{tiny_run.methods[0]}</th>' in no_positive.group(1)
     assert "overlay not found: overlays/missing.png" in xai
+    assert "assets/xai/overlays/" in xai and "assets/xai/ranking.png" in xai
     nap = section(html, "nap")
     assert "Dead feature maps" in nap and "assets/nap/tiny/fold0/overview.png" in nap
     provenance = section(html, "provenance")
     assert "scikit-learn" in provenance and "Seed" in provenance and '<ol class="mono">' in provenance
+    assert '<pre id="config-yaml">' in provenance
 
 
 def test_gallery_data_island_matches_the_assets(tiny_run):
@@ -319,19 +161,21 @@ def test_gallery_data_island_matches_the_assets(tiny_run):
     parser = parse(index)
     assert "<" not in parser.island and ">" not in parser.island
     data = json.loads(parser.island)["gallery"]
-    entries = json.loads((tiny_run.root / "explanations" / "index.json").read_text(encoding="utf-8"))["maps"]
+    entries = read_json(tiny_run.layout.explanations.index_path)["maps"]
     assert len(data["maps"]) == len(entries)
     assert set(data["methods"]) == set(tiny_run.methods)
-    assert data["models"][-1] == "ensemble"
+    assert data["models"][-1] == "ensemble" == data["ensemble"]
     assert {(m["model"], m["method"]) for m in data["maps"]} >= {("tiny", "gradcam"), ("ensemble", "occlusion")}
     assert not any(m["model"] == "ensemble" and m["method"] == "gradcam" for m in data["maps"])
     assert data["families"]["gradcam"] == "layer"
-    from PIL import Image
-
+    source = ImageSource(open_run(tiny_run.root))
     for record in data["images"]:
         with Image.open(index.parent / record["src"]) as image:
             assert image.mode == "L" and image.size == (48, 48)
-        assert record["truth_known"]
+            pixels = np.asarray(image, dtype=np.float32) / 255
+        assert record["truth_known"] and record["image_available"]
+        assert np.abs(pixels - source.image(record["filename"])).max() <= 1 / 255  # the run's own preprocessing
+        assert record["probabilities"]["tiny"] and record["probabilities"]["ensemble"]
     for entry in data["maps"]:
         assert 0.0 <= entry["probability"] <= 1.0
         with Image.open(index.parent / entry["heat"]) as image:
@@ -344,11 +188,11 @@ def test_gallery_data_island_matches_the_assets(tiny_run):
 
 def test_rebuild_is_stable_and_prunes_stale_assets(tiny_run, tmp_path):
     out = tmp_path / "again"
-    first = build_report(tiny_run.root, out)
+    first = report(tiny_run.root, out)
     stale = out / "assets" / "gallery" / "old" / "map.png"
     save_png(stale, xray_like(20, 20))
     listing = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and p != stale)
-    second = build_report(tiny_run.root, out)
+    second = report(tiny_run.root, out)
     assert first == second and not stale.exists() and not stale.parent.exists()
     assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) == listing
     gallery = sum(p.stat().st_size for p in (out / "assets" / "gallery").rglob("*.png"))
@@ -356,39 +200,129 @@ def test_rebuild_is_stable_and_prunes_stale_assets(tiny_run, tmp_path):
 
 
 def test_large_maps_are_shrunk_for_the_page(tiny_run, tmp_path):
-    index = build_report(tiny_run.root, tmp_path / "small", max_side=32)
+    index = report(tiny_run.root, tmp_path / "small", max_side=32)
     data = json.loads(parse(index).island)["gallery"]
-    from PIL import Image
-
     with Image.open(index.parent / data["maps"][0]["heat"]) as image:
         assert image.size == (32, 32)
 
 
-def test_damaged_and_partial_parts_are_reported_not_fatal(tiny_run, tmp_path):
-    import shutil
+def _copy_run(root: Path, target: Path) -> Run:
+    shutil.copytree(root, target, ignore=shutil.ignore_patterns("models", "report"))
+    return open_run(target)
 
-    run = tmp_path / "run"
-    shutil.copytree(tiny_run.root, run, ignore=shutil.ignore_patterns("models", "report"))
-    (run / "evaluation" / "metrics.json").write_text("{not json", encoding="utf-8")
-    (run / "explanations" / "index.json").unlink()  # an interrupted explain: sidecars are read
-    (run / "xai" / "metrics.json").write_text("[]", encoding="utf-8")
-    summary = next((run / "nap").rglob("summary.json"))
-    summary.write_text("", encoding="utf-8")
-    (run / "config.yaml").unlink()
-    html = build_report(run).read_text(encoding="utf-8")
-    assert "metrics.json is damaged" in section(html, "metrics")
+
+def test_damaged_and_partial_parts_are_reported_not_fatal(tiny_run, tmp_path):
+    run = _copy_run(tiny_run.root, tmp_path / "run")
+    layout = run.layout
+    layout.evaluation_metrics.write_text("{not json", encoding="utf-8")
+    layout.explanations.index_path.unlink()  # an interrupted explain: sidecars are read
+    layout.xai_metrics.write_text("[]", encoding="utf-8")
+    layout.nap_summaries()[0].write_text("", encoding="utf-8")
+    layout.config_yaml.unlink()  # after the run was opened
+    sidecar = next(layout.explanations.maps_dir.rglob("*.json"))
+    sidecar.with_suffix(".npz").write_bytes(b"not a zip")
+    html = report(run).read_text(encoding="utf-8")
+    assert "metrics.json: damaged JSON" in section(html, "metrics")
+    assert "run `cxrlens evaluate --run" in section(html, "metrics")
     gallery = section(html, "gallery")
     assert "maps read from their sidecars" in gallery and 'id="g-heat"' in gallery
-    assert "not a metrics object" in section(html, "xai")
-    assert "summary.json is damaged" in section(html, "nap")
+    assert "map file damaged for" in gallery
+    assert "metrics.json: expected a JSON object" in section(html, "xai")
+    assert "summary.json: damaged JSON" in section(html, "nap")
     assert "config.yaml is missing" in section(html, "provenance")
 
 
-def test_not_a_run_folder(tmp_path):
-    from cxrlens.errors import RunError
+def test_per_label_values_say_over_how_many_folds_they_average(tiny_run, tmp_path):
+    """Per-label stats average the folds where the value is defined: fewer than all folds is shown."""
+    assert stat_text({"mean": 1.0, "std": None, "n": 3}, 5) == "1.000 ± n/a (3/5 folds)"
+    assert stat_text({"mean": 0.5, "std": 0.1, "n": 5}, 5) == "0.500 ± 0.100"
+    assert stat_text({"mean": 0.5, "std": None, "n": 1}, 1) == "0.500 ± n/a"
+    assert stat_text({"mean": None, "std": None, "n": 0}, 5) == "n/a"
+    assert stat_text({}, 5) == "n/a"
 
+    run = _copy_run(tiny_run.root, tmp_path / "run")
+    data = read_json(run.layout.evaluation_metrics)
+    summary = data["entries"]["tiny"]["summary"]
+    summary["n_folds"] = 5
+    for group in ("micro", "macro", "micro_all"):
+        for stat in summary[group].values():
+            stat.update(n=5, std=0.01)
+    summary["hierarchy_consistency"].update(n=5, std=0.0)
+    summary["per_label"]["COVID-19"]["f1"] = {"mean": 1.0, "std": None, "n": 3}
+    summary["per_label"]["COVID-19"]["roc_auc"] = {"mean": 0.75, "std": 0.05, "n": 4}
+    write_json(run.layout.evaluation_metrics, data)
+    metrics = section(report(run).read_text(encoding="utf-8"), "metrics")
+    per_label = re.search(r'<table id="per-label">(.*?)</table>', metrics, re.S)
+    assert per_label
+    row = next(r for r in per_label.group(1).split("<tr>") if r.startswith("<td>COVID-19</td>"))
+    assert "1.000 ± n/a (3/5 folds)" in row and "0.750 ± 0.050 (4/5 folds)" in row
+    table2 = re.search(r'<table id="table2">(.*?)</table>', metrics, re.S)
+    assert table2
+    tiny_row = next(r for r in table2.group(1).split("<tr>") if r.startswith('<td class="name">tiny</td>'))
+    assert "± 0.010" in tiny_row and "folds)" not in tiny_row  # defined in every fold: no count
+
+
+def _black_images(page: Path, names: list[str]) -> None:
+    records = {i["filename"]: i for i in json.loads(parse(page).island)["gallery"]["images"]}
+    for name in names:
+        assert not records[name]["image_available"]
+        with Image.open(page.parent / records[name]["src"]) as image:
+            assert image.mode == "L" and image.size == (48, 48) and np.asarray(image).max() == 0
+
+
+def test_missing_or_unreadable_images_give_a_note_and_a_black_image(tiny_run, tmp_path):
+    run = _copy_run(tiny_run.root, tmp_path / "run")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    gone = str(tmp_path / "gone" / "nowhere.png")
+    index = run.layout.explanations.index_path
+    maps = read_json(index)["maps"][:2]
+    extra = [dict(m, image=name, image_id=image_id(name)) for name in (str(broken), gone) for m in maps]
+    write_json(index, {"maps": read_json(index)["maps"] + extra})
+
+    page = report(run, tmp_path / "out")
+    gallery = section(page.read_text(encoding="utf-8"), "gallery")
+    assert f"{broken}: cannot be read" in gallery and f"{gone}: cannot be read" in gallery
+    assert "not an image of the run&#39;s data and not an existing file" in gallery
+    assert "its heatmaps are shown on black" in gallery
+    _black_images(page, [str(broken), gone])
+
+
+def test_a_run_whose_data_moved_shows_its_heatmaps_on_black(xss_run, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(xss_run.data, data)
+    run_dir = tmp_path / "run"
+    shutil.copytree(xss_run.root, run_dir, ignore=shutil.ignore_patterns("models", "report"))
+    config = run_dir / "config.yaml"
+    config.write_text(config.read_text(encoding="utf-8").replace(str(xss_run.data), str(data)), encoding="utf-8")
+    run = open_run(run_dir)
+    assert run.config.data.sources == [str(data)]
+    (data / EVIL_FILE).unlink()  # the data changed since: the explained image is gone
+
+    page = report(run, tmp_path / "out")
+    gallery = section(page.read_text(encoding="utf-8"), "gallery")
+    assert "the run&#39;s data cannot be read" not in gallery  # the other images are still shown
+    assert "not an image of the run&#39;s data and not an existing file" in gallery  # the gone one is named
+    _black_images(page, [EVIL_FILE])
+
+
+def test_not_a_run_folder_and_not_into_the_run_folder(tiny_run, tmp_path):
     with pytest.raises(RunError, match="not a cxrlens run folder"):
-        build_report(tmp_path)
+        report(tmp_path)
+    with pytest.raises(RunError, match="needs its own folder"):
+        report(tiny_run.root, tiny_run.root)
+
+
+def test_maps_without_positive_attribution_are_counted_in_any_shape():
+    nested = _no_positive({"tiny": {"saliency": 2, "gradcam": 0}, "ensemble": {"saliency": 1}})
+    assert nested == {
+        "total": 3,
+        "methods": ["saliency", "gradcam"],
+        "rows": [{"model": "tiny", "counts": [2, 0]}, {"model": "ensemble", "counts": [1, None]}],
+    }
+    assert _no_positive({"saliency": 4})["rows"] == [{"model": "", "counts": [4]}]  # type: ignore[index]
+    assert _no_positive(5) == {"total": 5, "methods": [], "rows": []}
+    assert _no_positive(None) is None and _no_positive("many") is None and _no_positive({}) is None
 
 
 def test_json_island_escapes_markup_characters():
@@ -398,18 +332,13 @@ def test_json_island_escapes_markup_characters():
 
 
 def test_cli_prints_the_index_path(tiny_run, tmp_path):
-    import typer
-    from typer.testing import CliRunner
-
-    from cxrlens.cli.report import report_cmd
-
     app = typer.Typer()
     app.command()(report_cmd)
-    commands = json.loads((tiny_run.root / "run.json").read_text(encoding="utf-8"))["commands"]
+    commands = read_json(tiny_run.layout.run_json)["commands"]
     result = CliRunner().invoke(app, ["--run", str(tiny_run.root), "--out", str(tmp_path / "cli")])
     assert result.exit_code == 0, result.output
     assert str((tmp_path / "cli" / "index.html").resolve()) in result.stdout
-    after = json.loads((tiny_run.root / "run.json").read_text(encoding="utf-8"))["commands"]
+    after = read_json(tiny_run.layout.run_json)["commands"]
     assert len(after) == len(commands) + 1  # recorded for provenance
 
 
@@ -428,6 +357,7 @@ def test_hostile_names_are_escaped_everywhere(xss_run):
     data = json.loads(parser.island)["gallery"]
     evil = next(i for i in data["images"] if i["filename"] == EVIL_FILE)
     assert evil["id"] == image_id(EVIL_FILE) and evil["patient_id"] == EVIL_PATIENT
+    assert evil["image_available"]
     assert any(m["label"] == EVIL_FINDING for m in data["maps"])
     assert "\\u003cscript\\u003ealert(1)\\u003c/script\\u003e" in parser.island
     assert f'<option value="{image_id(EVIL_FILE)}"' in html

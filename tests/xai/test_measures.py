@@ -6,19 +6,9 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import rankdata, spearmanr
-from torch import nn
 
 from cxrlens.xai import measures as xm
-
-H = W = 16
-
-
-def lung_mask() -> torch.Tensor:
-    mask = torch.zeros(H, W, dtype=torch.bool)
-    mask[3:13, 2:7] = True
-    mask[3:13, 9:14] = True
-    return mask
-
+from tests.xai.helpers import H, RegionSum, W, image, lung_mask
 
 # -- localisation ------------------------------------------------------------------------------------
 
@@ -33,15 +23,27 @@ def test_a_map_equal_to_the_mask_is_all_inside_the_lungs():
     assert float(xm.pointing_game(outside, mask)[0]) == 0.0
 
 
-def test_uniform_map_scores_the_chance_level_and_negative_maps_use_absolute_values():
+def test_uniform_map_scores_the_chance_level_and_signed_maps_count_their_positive_part():
     mask = lung_mask()
     chance = float(xm.area_share(mask)[0])
     assert chance == pytest.approx(mask.float().mean().item())
     assert float(xm.lung_share(torch.ones(1, H, W), mask)[0]) == pytest.approx(chance)
-    negative = -mask.float()[None]  # no positive part at all: measured on |map|
-    assert float(xm.lung_share(negative, mask)[0]) == 1.0
     signed = mask.float()[None] - 2 * (~mask).float()[None]  # positive evidence in the lungs only
     assert float(xm.lung_share(signed, mask)[0]) == 1.0
+    assert float(xm.pointing_game(signed, mask)[0]) == 1.0
+
+
+def test_a_map_with_no_positive_value_is_not_evaluable():
+    """Fix: a purely negative map was scored on |map|, so its strongest counter-evidence in the lungs scored a
+    lung share of 1 and a pointing-game hit. It shows no evidence for the label anywhere: NaN."""
+    mask = lung_mask()
+    negative = -mask.float()[None]  # all counter-evidence, in the lungs
+    assert math.isnan(float(xm.lung_share(negative, mask)[0]))
+    assert math.isnan(float(xm.pointing_game(negative, mask)[0]))
+    assert math.isnan(float(xm.region_share(negative, ~mask)[0]))
+    maps = torch.stack([negative[0], mask.float(), torch.zeros(H, W)])
+    assert xm.has_positive(maps).tolist() == [False, True, False]
+    assert torch.equal(xm.relevance(negative), torch.zeros(1, H, W))
 
 
 def test_zero_map_is_undefined_and_peaks_on_plateaus_count_proportionally():
@@ -68,29 +70,9 @@ def test_border_frame_lies_inside_the_content():
 # -- deletion / insertion ----------------------------------------------------------------------------
 
 
-class RegionSum(nn.Module):
-    """Label 0: sigmoid of the mean intensity inside a region (centred); label 1: a constant."""
-
-    def __init__(self, region: torch.Tensor) -> None:
-        super().__init__()
-        self.register_buffer("region", region.float())
-        self.calls: list[int] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls.append(x.shape[0])
-        inside = (x[:, 0] * self.region).flatten(1).sum(1) / self.region.sum()
-        first = torch.sigmoid(8 * (inside - 0.5))
-        return torch.stack([first, torch.full_like(first, 0.3)], dim=1)
-
-
-def _image(seed: int = 0) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(seed)
-    return 0.5 + 0.5 * torch.rand(1, H, W, generator=generator)
-
-
 def test_curves_start_at_the_source_end_at_the_target_and_respect_the_batch():
     model = RegionSum(lung_mask())
-    x = _image()
+    x = image()
     orders = xm.random_orders(3, H * W, torch.Generator().manual_seed(1))
     curves = xm.deletion_curves(model, x, orders, steps=8, batch=5)
     assert curves.shape == (3, 9, 2)
@@ -123,7 +105,7 @@ def test_deletion_of_a_linear_model_follows_the_removed_pixels_exactly():
 def test_the_perfect_order_beats_random_orders(black_start):
     region = lung_mask()
     model = RegionSum(region)
-    x = _image()
+    x = image()
     attribution = region.float()[None] + 0.01 * torch.rand(1, H, W, generator=torch.Generator().manual_seed(2))
     perfect = xm.attribution_order(attribution, torch.Generator().manual_seed(0))
     reverse = xm.attribution_order(-attribution, torch.Generator().manual_seed(0))
@@ -145,6 +127,15 @@ def test_ties_are_broken_at_random_not_by_position():
     assert torch.equal(torch.sort(shuffled[0]).values, torch.arange(H * W))
     ranked = torch.arange(H * W, dtype=torch.float32).reshape(1, H, W)
     assert torch.equal(xm.attribution_order(ranked, torch.Generator())[0], torch.arange(H * W).flip(0))
+
+
+def test_relative_gain_divides_by_the_probability_of_the_unmodifiedimage():
+    gains = torch.tensor([0.04, 0.4, 0.01, 0.2])
+    p_x = torch.tensor([0.05, 0.5, 1e-7, 0.0])
+    relative = xm.relative_gain(gains, p_x)
+    assert relative[:2].tolist() == pytest.approx([0.8, 0.8])  # a 10x lower probability, the same relative gain
+    assert math.isnan(float(relative[2])) and math.isnan(float(relative[3]))  # p(x) < 1e-6: undefined
+    assert float(xm.relative_gain(torch.tensor([1e-6]), torch.tensor([1e-5]))[0]) == pytest.approx(0.1)
 
 
 def test_auc_uses_a_unit_x_axis_and_blur_keeps_the_mean():
@@ -204,101 +195,3 @@ def test_bootstrap_is_seeded_covers_the_mean_and_resamples_groups():
     clustered = xm.bootstrap_ci([0.0] * 10 + [1.0], ["a"] * 10 + ["b"], n_boot=2000, seed=0)
     assert clustered.mean == pytest.approx(1 / 11)
     assert clustered.low == 0.0 and clustered.high == 1.0
-
-
-# -- randomisation test ------------------------------------------------------------------------------
-
-
-class SmallNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.backbone = nn.Sequential()
-        self.backbone.add_module("conv", nn.Conv2d(1, 4, 3, padding=1))
-        self.backbone.add_module("relu", nn.ReLU())
-        self.backbone.add_module("pool", nn.AdaptiveAvgPool2d(4))
-        self.backbone.add_module("flatten", nn.Flatten())
-        self.backbone.add_module("hidden", nn.Linear(64, 16))
-        self.backbone.add_module("relu2", nn.ReLU())
-        self.backbone.add_module("head", nn.Linear(16, 2))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
-
-
-def saliency(x: torch.Tensor):
-    def attribute(model: nn.Module) -> torch.Tensor:
-        inputs = x.clone().requires_grad_(True)
-        model(inputs)[:, 0].sum().backward()
-        return inputs.grad[:, 0].abs().detach()
-
-    return attribute
-
-
-def _hooks(model: nn.Module) -> int:
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
-
-
-def test_randomisation_flags_a_map_that_ignores_the_model_but_not_a_gradient():
-    model = SmallNet().eval()
-    x = _image()[None]
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    blocks = xm.backbone_blocks(model, x)
-    assert blocks == ["backbone.conv", "backbone.hidden", "backbone.head"]
-    ignores = xm.randomisation_test(model, blocks, lambda m: x[:, 0].clone(), seed=0)
-    assert ignores.layers == ["backbone.head", "backbone.hidden", "backbone.conv"]
-    assert torch.allclose(ignores.final(), torch.ones(1, dtype=torch.float64))
-    assert ignores.insensitive()
-    depends = xm.randomisation_test(model, blocks, saliency(x), seed=0)
-    assert depends.spearman.shape == (3, 1)
-    assert not depends.insensitive(), depends.spearman
-    for key, value in model.state_dict().items():  # the caller's model is untouched
-        assert torch.equal(value, before[key]), key
-    assert _hooks(model) == 0
-
-
-def test_randomisation_is_seeded_and_leaves_the_global_generator_alone():
-    model = SmallNet().eval()
-    x = _image()[None]
-    blocks = xm.backbone_blocks(model, x)
-    state = torch.random.get_rng_state()
-    first = xm.randomisation_test(model, blocks, saliency(x), seed=4)
-    second = xm.randomisation_test(model, blocks, saliency(x), seed=4)
-    assert torch.equal(torch.random.get_rng_state(), state)
-    assert torch.equal(first.spearman, second.spearman)
-
-
-class Splittable(nn.Module):
-    """One container holding most parameters (DenseNet's ``features``), a head, and an unused auxiliary head."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.backbone = nn.Module()
-        self.backbone.features = nn.Sequential(
-            nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.AdaptiveAvgPool2d(1)
-        )
-        self.backbone.aux = nn.Linear(8, 2)
-        self.backbone.classifier = nn.Linear(8, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone.classifier(self.backbone.features(x).flatten(1))
-
-
-def test_blocks_follow_the_forward_order_drop_uncalled_children_and_split_big_containers():
-    model = Splittable()
-    blocks = xm.backbone_blocks(model, torch.zeros(1, 1, 12, 12))
-    names = ["backbone.features.0", "backbone.features.2", "backbone.features.4", "backbone.classifier"]
-    assert blocks == names
-    assert _hooks(model) == 0
-    assert xm.cascade_cuts(12, 5) == [1, 4, 6, 9, 12]
-    assert xm.cascade_cuts(3, 5) == [1, 2, 3]
-    assert xm.cascade_cuts(7, 1) == [7]
-
-
-def test_blocks_of_the_prepared_tiny_model():
-    from cxrlens.attribution.prepare import prepare_model
-    from cxrlens.models import create_model
-
-    prepared = prepare_model(create_model("tiny", 3))
-    blocks = xm.backbone_blocks(prepared, torch.zeros(1, 1, 32, 32))
-    assert blocks[0] == "backbone.conv1" and blocks[-1] == "backbone.fc" and len(blocks) == 7

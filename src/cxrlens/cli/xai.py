@@ -16,15 +16,13 @@ from cxrlens.text import fmt, fmt_ci
 RunOpt = Annotated[Path, typer.Option("--run", "-r", help="run folder with explanations (`cxrlens explain`)")]
 
 
-def _metric_table(name: str, block: dict[str, Any]) -> Table | None:
+def _metric_table(name: str, block: dict[str, Any], direction: str) -> Table | None:
     rows = block["rows"]
     if not rows:
         return None
     methods = list(dict.fromkeys(r["method"] for r in rows))
     models = list(dict.fromkeys(r["model"] for r in rows))
-    from cxrlens.xai.files import direction  # torch-heavy: imported when the command runs
-
-    table = Table(title=f"{name} ({direction(name, block['higher_is_better'])}): mean [95% CI]", title_justify="left")
+    table = Table(title=f"{name} ({direction}): mean [95% CI]", title_justify="left")
     table.add_column("model")
     for method in methods:
         table.add_column(method, justify="right")
@@ -38,12 +36,33 @@ def _metric_table(name: str, block: dict[str, Any]) -> Table | None:
     return table
 
 
+def _no_positive_table(counts: dict[str, dict[str, int]]) -> Table | None:
+    """Maps with no positive attribution per model and method (not evaluable for the relevance shares)."""
+    rows = [(model, method, n) for model, row in counts.items() for method, n in row.items()]
+    if not any(n for _, _, n in rows):
+        return None
+    table = Table(
+        title="maps with no positive attribution (lung share, pointing game, border and padding: not evaluable)",
+        title_justify="left",
+    )
+    for column in ("model", "method", "maps"):
+        table.add_column(column)
+    for model, method, n in rows:
+        table.add_row(model, method, str(n))
+    return table
+
+
 def print_result(result: dict[str, Any]) -> None:
     """The tables of an explanation evaluation, as rich tables on stdout; notes on stderr."""
+    from cxrlens.xai.files import direction  # torch-heavy: imported when a result is printed
+
     for name, block in result["metrics"].items():
-        table = _metric_table(name, block)
+        table = _metric_table(name, block, direction(name, block["higher_is_better"]))
         if table is not None:
             console.print(table)
+    no_positive = _no_positive_table(result.get("no_positive_maps") or {})
+    if no_positive is not None:
+        console.print(no_positive)
     sanity = result["sanity"]["rows"]
     if sanity:
         table = Table(

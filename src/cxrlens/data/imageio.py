@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut
 
 from cxrlens.errors import ImageReadError
 
@@ -121,10 +124,7 @@ def _to_grey(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB").convert("L"), dtype=np.float32)
 
 
-def _read_dicom_dataset(path: Path, pixels: bool):  # type: ignore[no-untyped-def]
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-
+def _read_dicom_dataset(path: Path, pixels: bool) -> pydicom.Dataset:
     try:
         return pydicom.dcmread(path, stop_before_pixels=not pixels, force=path.suffix.lower() in DICOM_SUFFIXES)
     except InvalidDicomError as err:
@@ -134,8 +134,6 @@ def _read_dicom_dataset(path: Path, pixels: bool):  # type: ignore[no-untyped-de
 
 
 def _read_dicom(path: Path, max_pixels: int, min_side: int) -> np.ndarray:
-    from pydicom.pixels import apply_modality_lut
-
     ds = _read_dicom_dataset(path, pixels=True)
     if "PixelData" not in ds:
         raise ImageReadError(path, "DICOM file has no pixel data")

@@ -70,7 +70,7 @@ BUILTIN_ALIASES: dict[str, str] = {
 #: findings that mean "not labelled yet" in the sources: such rows are dropped, not errors
 UNLABELLED_FINDINGS = frozenset({"todo", "unknown", ""})
 
-#: the 14 outputs of the paper's published code, in that order (reference.md §2)
+#: the 14 outputs of the paper's published code (Chatterjee et al., J. Imaging 2024), in that order
 PAPER14: tuple[str, ...] = (
     "ARDS",
     "Bacterial Pneumonia",

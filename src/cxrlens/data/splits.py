@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStratifiedShuffleSplit
 
 from cxrlens.config import SplitConfig
 from cxrlens.data.duplicates import linked_patients
@@ -55,8 +56,6 @@ def _unit_matrix(dataset: Dataset, space: LabelSpace, unit_of: dict[str, str]) -
 
 def _shuffle_split(matrix: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(keep, held-out) row indices, held-out ~ ``fraction`` of the rows, stratified."""
-    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit  # slow import (scikit-learn)
-
     n = matrix.shape[0]
     if fraction <= 0 or n < 2:
         return np.arange(n), np.array([], dtype=int)
@@ -78,8 +77,6 @@ def make_splits(dataset: Dataset, space: LabelSpace, cfg: SplitConfig) -> list[S
         raise DataError(f"only {n} patient(s); {cfg.scheme} with {cfg.folds} folds needs at least {need}")
     fold_parts: list[tuple[np.ndarray, np.ndarray]] = []  # (train+val rows, test rows)
     if cfg.scheme == "kfold":
-        from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
-
         splitter = MultilabelStratifiedKFold(n_splits=cfg.folds, shuffle=True, random_state=cfg.seed)
         fold_parts = list(splitter.split(np.zeros((n, 1)), matrix))
     else:

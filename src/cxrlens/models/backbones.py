@@ -8,18 +8,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models import get_model, get_model_weights
 
-from cxrlens.models.registry import ModelSpec, register_model
+from cxrlens.models.spec import ModelSpec, register_model
 from cxrlens.models.weights import download_error
 
 
 def _torchvision(name: str, **kwargs: object) -> Callable[[int], nn.Module]:
     def build(num_labels: int) -> nn.Module:
-        from torchvision.models import get_model
-
         return get_model(name, weights=None, num_classes=num_labels, **kwargs)
 
     return build
@@ -32,8 +32,6 @@ _DENSENET_KEY = re.compile(
 
 def _torchvision_imagenet(name: str) -> Callable[[], dict[str, torch.Tensor]]:
     def load() -> dict[str, torch.Tensor]:
-        from torchvision.models import get_model_weights
-
         weights = get_model_weights(name).DEFAULT  # type: ignore[attr-defined]
         try:
             state = weights.get_state_dict(progress=True, check_hash=True)
@@ -48,8 +46,6 @@ def _torchvision_imagenet(name: str) -> Callable[[], dict[str, torch.Tensor]]:
 
 def _timm(name: str) -> Callable[[int], nn.Module]:
     def build(num_labels: int) -> nn.Module:
-        import timm
-
         return timm.create_model(name, pretrained=False, num_classes=num_labels)
 
     return build
@@ -57,8 +53,6 @@ def _timm(name: str) -> Callable[[int], nn.Module]:
 
 def _timm_imagenet(name: str) -> Callable[[], dict[str, torch.Tensor]]:
     def load() -> dict[str, torch.Tensor]:
-        import timm
-
         try:
             model = timm.create_model(name, pretrained=True)
         except (OSError, RuntimeError, ValueError) as err:  # hub errors are OSError / ValueError subclasses

@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-import cxrlens
 from cxrlens.errors import ModelError
 from cxrlens.fileio import atomic_write_bytes, sha256_file
 from cxrlens.models.registry import CxrClassifier, create_model
 from cxrlens.models.weights import read_state_file
+from cxrlens.version import __version__
 
 FORMAT = "cxrlens-model/1"
 
@@ -26,7 +26,7 @@ def save_model(model: CxrClassifier, path: str | Path, preprocess: dict[str, Any
     """Write ``model`` with its metadata; returns the file's sha256 (first 16 hex digits)."""
     meta = {
         "format": FORMAT,
-        "version": cxrlens.__version__,
+        "version": __version__,
         "model": model.model_name,
         "label_names": list(model.label_names),
         "in_chans": model.in_chans,

@@ -8,42 +8,15 @@ and names the layer for Grad-CAM-style methods and the default layers for activa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from cxrlens.errors import ModelError
-from cxrlens.registry import Registry
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """How to build one backbone and where its interesting layers are."""
-
-    name: str
-    build: Callable[[int], nn.Module]  # num_labels -> backbone with a num_labels head, 3-channel input
-    gradcam_layer: str
-    nap_layers: tuple[str, ...]
-    first_conv: str  # qualified name of the first convolution (for the 1-channel option)
-    head: tuple[str, ...]  # parameter-name prefixes of the classification head(s)
-    min_size: int = 32
-    min_train_size: int = 0  # training needs larger input (InceptionV3's auxiliary head: 299 px)
-    aux_weight: float = 0.0  # weight of an auxiliary head's loss in training (InceptionV3: 0.4)
-    imagenet: Callable[[], dict[str, torch.Tensor]] | None = None  # loads ImageNet weights (may download)
-    description: str = ""
-    paper: bool = True
-    notes: Sequence[str] = field(default_factory=tuple)
-
-
-MODELS: Registry[ModelSpec] = Registry("model")
-
-
-def register_model(spec: ModelSpec) -> ModelSpec:
-    MODELS.add(spec.name, spec)
-    return spec
-
+from cxrlens.models import backbones as _backbones  # noqa: F401  (registers the backbones)
+from cxrlens.models.spec import MODELS, ModelSpec
+from cxrlens.models.weights import adapt_first_conv, load_weights
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -125,9 +98,6 @@ def create_model(
     input_norm: str = "none",
 ) -> CxrClassifier:
     """Build a registered model. ``weights``: ``"none"``, ``"imagenet"`` or a path to a state dict."""
-    from cxrlens.models import backbones  # noqa: F401  (registers the models)
-    from cxrlens.models.weights import adapt_first_conv, load_weights
-
     spec = MODELS.get(name)
     if label_names is not None:
         if len(label_names) != num_labels and num_labels != 14:
@@ -144,14 +114,10 @@ def create_model(
 
 
 def model_names() -> list[str]:
-    from cxrlens.models import backbones  # noqa: F401
-
     return MODELS.names()
 
 
 def get_spec(name: str) -> ModelSpec:
-    from cxrlens.models import backbones  # noqa: F401
-
     return MODELS.get(name)
 
 

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from cxrlens.errors import ModelError
-
-if TYPE_CHECKING:
-    from cxrlens.models.registry import ModelSpec
+from cxrlens.models.spec import ModelSpec
 
 
 def read_state_file(path: str | Path) -> dict:  # type: ignore[type-arg]

@@ -90,8 +90,17 @@ class Run:
 
     @cached_property
     def dataset(self) -> Dataset:
-        """The run's data, read again from its sources (``config.yaml``'s ``data:``)."""
-        return load_dataset(cfg=self.config.data)
+        """The run's data, read again from its sources (``config.yaml``'s ``data:``).
+
+        Read leniently: a row or file that has gone since the run was made is left out and listed in
+        ``dataset.problems``, so one missing image does not hide the others (asking for it names it).
+        """
+        return load_dataset(cfg=self.config.data.model_copy(update={"skip_bad": True}))
+
+    def config_text(self) -> str | None:
+        """The run's ``config.yaml`` as written (for provenance), or None if it is gone."""
+        path = self.layout.config_yaml
+        return path.read_text(encoding="utf-8") if path.is_file() else None
 
     def test_fold(self) -> dict[str, int]:
         """filename -> the lowest fold in which it is a test image."""

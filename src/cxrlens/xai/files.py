@@ -1,44 +1,32 @@
-"""Files of `cxrlens evaluate-explanations`: markdown / CSV tables, the per-map CSV and the figures."""
+"""Files of the explanation evaluation besides ``metrics.json``: markdown / CSV tables, the per-map CSV and the
+figures. The folders are the run layout's (``RunLayout.xai_tables``, ``RunLayout.xai_figures``); the names of
+the files inside them are chosen here. Paths returned are relative to ``RunLayout.xai_dir``.
+"""
 
 from __future__ import annotations
 
-import csv
-import io
-import math
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
-from cxrlens.fileio import atomic_write_bytes, atomic_write_text
-from cxrlens.xai.summary import (
-    PER_MAP_VALUES,
-    REFERENCE_ONLY,
-    SANITY_THRESHOLD,
-    ScoredMap,
-    method_order,
-    model_order,
-)
+from cxrlens.figures import new_figure, save_figure
+from cxrlens.fileio import atomic_write_text, csv_text
+from cxrlens.run.layout import RunLayout
+from cxrlens.text import fmt, fmt_ci
+from cxrlens.xai.randomisation import SANITY_THRESHOLD
+from cxrlens.xai.scores import PER_MAP_VALUES, REFERENCE_ONLY, ScoredMap, method_order, model_order
 
-
-def format_number(value: Any, digits: int = 3) -> str:
-    """``digits`` decimals; small non-zero values in scientific notation; ``–`` for undefined."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    if value != 0 and abs(value) < 10 ** (1 - digits):
-        return f"{value:.{max(1, digits - 1)}e}"
-    return f"{value:.{digits}f}"
+METRIC_COLUMNS = ("model", "method", "mean", "ci_low", "ci_high", "n", "n_images")
+SHORTCUT_COLUMNS = ("model", "outside_lung_share", "ci_low", "ci_high", "border_share", "padding_share", "n", "n_maps")
 
 
 def direction(name: str, higher_is_better: bool) -> str:
+    """How to read a metric: ``higher is better``, ``lower is better`` or ``chance level``."""
     if name in REFERENCE_ONLY:
         return "chance level"
     return "higher is better" if higher_is_better else "lower is better"
-
-
-def _cell(row: dict[str, Any]) -> str:
-    return f"{format_number(row['mean'])} [{format_number(row['ci_low'])}, {format_number(row['ci_high'])}]"
 
 
 def metric_markdown(name: str, block: dict[str, Any]) -> str:
@@ -54,29 +42,17 @@ def metric_markdown(name: str, block: dict[str, Any]) -> str:
     lines.append("| model | " + " | ".join(methods) + " |")
     lines.append("|---|" + "---|" * len(methods))
     for model in models:
-        values = [_cell(cells[(model, m)]) if (model, m) in cells else "–" for m in methods]
+        values = [
+            fmt_ci(cells[(model, m)]["mean"], cells[(model, m)]["ci_low"], cells[(model, m)]["ci_high"])
+            if (model, m) in cells
+            else "–"
+            for m in methods
+        ]
         lines.append(f"| {model} | " + " | ".join(values) + " |")
     return "\n".join([*lines, ""])
 
 
-def _csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    for row in rows:
-        writer.writerow(["" if v is None or (isinstance(v, float) and not math.isfinite(v)) else v for v in row])
-    return buffer.getvalue()
-
-
-def write_tables(out: Path, result: dict[str, Any]) -> dict[str, dict[str, str]]:
-    files: dict[str, dict[str, str]] = {}
-    tables = out / "tables"
-    for name, block in result["metrics"].items():
-        atomic_write_text(tables / f"{name}.md", metric_markdown(name, block))
-        keys = ("model", "method", "mean", "ci_low", "ci_high", "n", "n_images")
-        atomic_write_text(tables / f"{name}.csv", _csv_text(keys, ([r.get(k) for k in keys] for r in block["rows"])))
-        files[name] = {"md": f"tables/{name}.md", "csv": f"tables/{name}.csv"}
-    sanity = result["sanity"]["rows"]
+def _sanity_markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "### sanity (cascading randomisation)",
         "",
@@ -86,14 +62,13 @@ def write_tables(out: Path, result: dict[str, Any]) -> dict[str, dict[str, str]]
         "| model | method | randomised down to: Spearman | flagged | maps |",
         "|---|---|---|---|---|",
     ]
-    for r in sanity:
-        steps = ", ".join(
-            f"{layer}: {format_number(v, 2)}" for layer, v in zip(r["layers"], r["spearman"], strict=True)
-        )
+    for r in rows:
+        steps = ", ".join(f"{layer}: {fmt(v, 2)}" for layer, v in zip(r["layers"], r["spearman"], strict=True))
         lines.append(f"| {r['model']} | {r['method']} | {steps} | {'yes' if r['flagged'] else 'no'} | {r['n']} |")
-    atomic_write_text(tables / "sanity.md", "\n".join([*lines, ""]))
-    files["sanity"] = {"md": "tables/sanity.md"}
-    short = result["shortcut"]
+    return "\n".join([*lines, ""])
+
+
+def _shortcut_markdown(short: dict[str, Any]) -> str:
     lines = [
         "### shortcut audit",
         "",
@@ -101,35 +76,70 @@ def write_tables(out: Path, result: dict[str, Any]) -> dict[str, dict[str, str]]
         "|---|---|---|---|---|",
     ]
     for r in short["rows"]:
-        outside = (
-            f"{format_number(r['outside_lung_share'])} [{format_number(r['ci_low'])}, {format_number(r['ci_high'])}]"
-        )
+        outside = fmt_ci(r["outside_lung_share"], r["ci_low"], r["ci_high"])
         lines.append(
-            f"| {r['model']} | {outside} | {format_number(r['border_share'])} | {format_number(r['padding_share'])} | "
-            f"{r['n_maps']} |"
+            f"| {r['model']} | {outside} | {fmt(r['border_share'])} | {fmt(r['padding_share'])} | {r['n_maps']} |"
         )
     lines += ["", "| model | image | label | method | outside lungs | overlay |", "|---|---|---|---|---|---|"]
     for t in short["top_images"]:
         lines.append(
             f"| {t['model']} | {t['image']} | {t['label']} | {t['method']} | "
-            f"{format_number(t['outside_lung_share'])} | {t['overlay']} |"
+            f"{fmt(t['outside_lung_share'])} | {t['overlay']} |"
         )
-    atomic_write_text(tables / "shortcut.md", "\n".join([*lines, ""]))
-    short_keys = ("model", "outside_lung_share", "ci_low", "ci_high", "border_share", "padding_share", "n", "n_maps")
-    rows = ([r.get(k) for k in short_keys] for r in short["rows"])
-    atomic_write_text(tables / "shortcut.csv", _csv_text(short_keys, rows))
-    files["shortcut"] = {"md": "tables/shortcut.md", "csv": "tables/shortcut.csv"}
-    ranking = result["ranking"]
+    return "\n".join([*lines, ""])
+
+
+def _no_positive_rows(counts: dict[str, dict[str, int]]) -> list[tuple[str, str, int]]:
+    return [(model, method, n) for model, row in counts.items() for method, n in row.items()]
+
+
+def _no_positive_markdown(counts: dict[str, dict[str, int]]) -> str:
+    lines = [
+        "### maps with no positive attribution",
+        "",
+        "not evaluable for the lung share, pointing game, border and padding shares",
+        "",
+        "| model | method | maps |",
+        "|---|---|---|",
+    ]
+    lines += [f"| {model} | {method} | {n} |" for model, method, n in _no_positive_rows(counts)]
+    return "\n".join([*lines, ""])
+
+
+def _ranking_markdown(ranking: dict[str, Any]) -> str:
     lines = ["### ranking", "", ranking["verdict"], "", "| rank | method | score |", "|---|---|---|"]
     lines += [f"| {r['rank']} | {r['method']} | {r['score']:.3f} |" for r in ranking["methods"]]
     lines += ["", "| rank | model | score |", "|---|---|---|"]
     lines += [f"| {r['rank']} | {r['model']} | {r['score']:.3f} |" for r in ranking["models"]]
-    atomic_write_text(tables / "ranking.md", "\n".join([*lines, ""]))
-    files["ranking"] = {"md": "tables/ranking.md"}
-    return files
+    return "\n".join([*lines, ""])
+
+
+def write_tables(layout: RunLayout, result: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Every table of ``result`` (what ``metrics.json`` holds) as Markdown (and CSV); returns the files."""
+    tables = layout.xai_tables
+    written: dict[str, dict[str, str]] = {}
+
+    def write(name: str, kind: str, text: str) -> None:
+        path = tables / f"{name}.{kind}"
+        atomic_write_text(path, text)
+        written.setdefault(name, {})[kind] = path.relative_to(layout.xai_dir).as_posix()
+
+    for name, block in result["metrics"].items():
+        write(name, "md", metric_markdown(name, block))
+        write(name, "csv", csv_text(METRIC_COLUMNS, ([r.get(k) for k in METRIC_COLUMNS] for r in block["rows"])))
+    write("sanity", "md", _sanity_markdown(result["sanity"]["rows"]))
+    short = result["shortcut"]
+    write("shortcut", "md", _shortcut_markdown(short))
+    write("shortcut", "csv", csv_text(SHORTCUT_COLUMNS, ([r.get(k) for k in SHORTCUT_COLUMNS] for r in short["rows"])))
+    counts = result["no_positive_maps"]
+    write("no_positive", "md", _no_positive_markdown(counts))
+    write("no_positive", "csv", csv_text(("model", "method", "maps"), _no_positive_rows(counts)))
+    write("ranking", "md", _ranking_markdown(result["ranking"]))
+    return written
 
 
 def per_map_csv(maps: list[ScoredMap]) -> str:
+    """One row per map: what it is, every value measured on it and its randomisation cascade."""
     header = (
         "image",
         "patient_id",
@@ -142,6 +152,7 @@ def per_map_csv(maps: list[ScoredMap]) -> str:
         "predicted",
         "lung_mask",
         "map",
+        "has_positive",
         *PER_MAP_VALUES,
         "randomisation_layers",
         "randomisation_spearman_by_layer",
@@ -161,98 +172,103 @@ def per_map_csv(maps: list[ScoredMap]) -> str:
                 e.get("true"),
                 e.get("predicted"),
                 bool(e.get("lung_mask")),
-                e["map"],
+                m.map,
+                m.has_positive,
                 *(m.value(k) for k in PER_MAP_VALUES),
                 ";".join(m.sanity_layers),
                 ";".join(f"{v:.6g}" for v in m.sanity),
             ]
         )
-    return _csv_text(header, rows)
+    return csv_text(header, rows)
 
 
-def _save(fig: Any, path: Path) -> None:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    atomic_write_bytes(path, buffer.getvalue())
+def _curves_figure(maps: list[ScoredMap], models: list[str], methods: list[str]) -> Figure:
+    fig = new_figure(10, 3.0 * len(models) + 0.6, constrained=True)
+    axes = fig.subplots(len(models), 2, squeeze=False)
+    for row, model in enumerate(models):
+        for col, kind in enumerate(("deletion", "insertion")):
+            ax = axes[row][col]
+            items = [m for m in maps if m.model == model]
+            for method in methods:
+                curves = [m.curves[kind] for m in items if m.method == method]
+                if curves:
+                    mean = np.mean(np.array(curves), axis=0)
+                    ax.plot(np.linspace(0, 1, mean.size), mean, label=method)
+            randoms = [m.curves[f"random_{kind}"] for m in items]
+            if randoms:
+                mean = np.mean(np.array(randoms), axis=0)
+                ax.plot(np.linspace(0, 1, mean.size), mean, "k--", label="random order")
+            ax.set_title(f"{model}: {kind}")
+            ax.set_xlabel("share of pixels " + ("removed" if kind == "deletion" else "inserted"))
+            ax.set_ylabel("label probability")
+            ax.set_ylim(-0.02, 1.02)
+            if items:
+                ax.legend(fontsize=7)
+    return fig
 
 
-def draw_figures(out: Path, maps: list[ScoredMap], result: dict[str, Any]) -> dict[str, str]:
-    from matplotlib.figure import Figure
+def _bars_figure(name: str, result: dict[str, Any], models: list[str], methods: list[str]) -> Figure:
+    block = result["metrics"][name]
+    fig = new_figure(max(6.0, 1.1 * len(models) * max(1, len(methods)) / 2 + 2), 4.0, constrained=True)
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(methods))
+    cells = {(r["model"], r["method"]): r for r in block["rows"]}
+    for j, method in enumerate(methods):
+        xs, ys, lo, hi = [], [], [], []
+        for i, model in enumerate(models):
+            r = cells.get((model, method))
+            if r is None or r["mean"] is None:
+                continue
+            xs.append(i - 0.4 + width * (j + 0.5))
+            ys.append(r["mean"])
+            lo.append(r["mean"] - (r["ci_low"] if r["ci_low"] is not None else r["mean"]))
+            hi.append((r["ci_high"] if r["ci_high"] is not None else r["mean"]) - r["mean"])
+        if xs:
+            ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=method)
+    ax.set_xticks(range(len(models)), models)
+    ax.set_title(f"{name} ({direction(name, block['higher_is_better'])}; 95% CI)")
+    ax.axhline(0, color="grey", linewidth=0.5)
+    chance = [r["mean"] for r in result["metrics"]["lung_area_share"]["rows"] if r["mean"] is not None]
+    if name == "lung_share" and chance:
+        ax.axhline(float(np.mean(chance)), color="black", linestyle="--", linewidth=1, label="lung area (chance)")
+    ax.legend(fontsize=7)
+    return fig
 
-    files: dict[str, str] = {}
-    figures = out / "figures"
-    models = model_order(maps)
-    methods = method_order(maps)
+
+def _sanity_figure(rows: list[dict[str, Any]]) -> Figure:
+    tested = list(dict.fromkeys(r["model"] for r in rows))
+    fig = new_figure(6, 3.2 * len(tested) + 0.4, constrained=True)
+    axes = fig.subplots(len(tested), 1, squeeze=False)
+    for i, model in enumerate(tested):
+        ax = axes[i][0]
+        for r in (r for r in rows if r["model"] == model):
+            ys = [v if v is not None else np.nan for v in r["spearman"]]
+            ax.plot(range(len(ys)), ys, marker="o", label=r["method"])
+            ax.set_xticks(range(len(ys)), [layer.rsplit(".", 1)[-1] for layer in r["layers"]], rotation=45)
+        ax.axhline(SANITY_THRESHOLD, color="grey", linestyle=":")
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_title(f"{model}: cascading randomisation (head first)")
+        ax.set_ylabel("Spearman with original")
+        ax.legend(fontsize=7)
+    return fig
+
+
+def draw_figures(layout: RunLayout, maps: list[ScoredMap], result: dict[str, Any]) -> dict[str, str]:
+    """Mean deletion / insertion curves, a bar chart with intervals per metric, the randomisation cascade."""
+    figures = layout.xai_figures
+    drawn: dict[str, str] = {}
+
+    def save(name: str, fig: Figure) -> None:
+        path: Path = save_figure(fig, figures / f"{name}.png")
+        drawn[name] = path.relative_to(layout.xai_dir).as_posix()
+
+    models, methods = model_order(maps), method_order(maps)
     with_curves = [m for m in maps if m.curves]
     if with_curves:
-        fig = Figure(figsize=(10, 3.0 * len(models) + 0.6), layout="constrained")
-        axes = fig.subplots(len(models), 2, squeeze=False)
-        for row, model in enumerate(models):
-            for col, kind in enumerate(("deletion", "insertion")):
-                ax = axes[row][col]
-                items = [m for m in with_curves if m.model == model]
-                for method in methods:
-                    curves = [m.curves[kind] for m in items if m.method == method]
-                    if curves:
-                        mean = np.mean(np.array(curves), axis=0)
-                        ax.plot(np.linspace(0, 1, mean.size), mean, label=method)
-                randoms = [m.curves[f"random_{kind}"] for m in items]
-                if randoms:
-                    mean = np.mean(np.array(randoms), axis=0)
-                    ax.plot(np.linspace(0, 1, mean.size), mean, "k--", label="random order")
-                ax.set_title(f"{model}: {kind}")
-                ax.set_xlabel("share of pixels " + ("removed" if kind == "deletion" else "inserted"))
-                ax.set_ylabel("label probability")
-                ax.set_ylim(-0.02, 1.02)
-                if items:
-                    ax.legend(fontsize=7)
-        _save(fig, figures / "curves.png")
-        files["curves"] = "figures/curves.png"
+        save("curves", _curves_figure(with_curves, models, methods))
     for name, block in result["metrics"].items():
-        rows = block["rows"]
-        if not rows:
-            continue
-        fig = Figure(figsize=(max(6.0, 1.1 * len(models) * max(1, len(methods)) / 2 + 2), 4.0), layout="constrained")
-        ax = fig.add_subplot()
-        width = 0.8 / max(1, len(methods))
-        cells = {(r["model"], r["method"]): r for r in rows}
-        for j, method in enumerate(methods):
-            xs, ys, lo, hi = [], [], [], []
-            for i, model in enumerate(models):
-                r = cells.get((model, method))
-                if r is None or r["mean"] is None:
-                    continue
-                xs.append(i - 0.4 + width * (j + 0.5))
-                ys.append(r["mean"])
-                lo.append(r["mean"] - (r["ci_low"] if r["ci_low"] is not None else r["mean"]))
-                hi.append((r["ci_high"] if r["ci_high"] is not None else r["mean"]) - r["mean"])
-            if xs:
-                ax.bar(xs, ys, width, yerr=[lo, hi], capsize=2, label=method)
-        ax.set_xticks(range(len(models)), models)
-        ax.set_title(f"{name} ({direction(name, block['higher_is_better'])}; 95% CI)")
-        ax.axhline(0, color="grey", linewidth=0.5)
-        chance = [r["mean"] for r in result["metrics"]["lung_area_share"]["rows"] if r["mean"] is not None]
-        if name == "lung_share" and chance:
-            ax.axhline(float(np.mean(chance)), color="black", linestyle="--", linewidth=1, label="lung area (chance)")
-        ax.legend(fontsize=7)
-        _save(fig, figures / f"bars_{name}.png")
-        files[f"bars_{name}"] = f"figures/bars_{name}.png"
-    sanity = result["sanity"]["rows"]
-    if sanity:
-        tested = list(dict.fromkeys(r["model"] for r in sanity))
-        fig = Figure(figsize=(6, 3.2 * len(tested) + 0.4), layout="constrained")
-        axes = fig.subplots(len(tested), 1, squeeze=False)
-        for i, model in enumerate(tested):
-            ax = axes[i][0]
-            for r in (r for r in sanity if r["model"] == model):
-                ys = [v if v is not None else np.nan for v in r["spearman"]]
-                ax.plot(range(len(ys)), ys, marker="o", label=r["method"])
-                ax.set_xticks(range(len(ys)), [layer.rsplit(".", 1)[-1] for layer in r["layers"]], rotation=45)
-            ax.axhline(SANITY_THRESHOLD, color="grey", linestyle=":")
-            ax.set_ylim(-1.05, 1.05)
-            ax.set_title(f"{model}: cascading randomisation (head first)")
-            ax.set_ylabel("Spearman with original")
-            ax.legend(fontsize=7)
-        _save(fig, figures / "sanity.png")
-        files["sanity"] = "figures/sanity.png"
-    return files
+        if block["rows"]:
+            save(f"bars_{name}", _bars_figure(name, result, models, methods))
+    if result["sanity"]["rows"]:
+        save("sanity", _sanity_figure(result["sanity"]["rows"]))
+    return drawn

@@ -3,60 +3,60 @@
 Every function takes maps ``[N, H, W]`` (one per image x model x method x label) and returns one number per
 map (NaN where it is undefined), so a caller can bootstrap them over images. The choices:
 
-* **Relevance** (localisation, pointing game, shares): the positive part of a map, which is the evidence *for*
-  the label; a map with no positive value at all (e.g. a purely negative DeepLIFT map) is measured on its
-  absolute values instead. An all-zero map has no relevance: NaN.
-* **Deletion / insertion** (Petsiuk et al. 2018): pixels are ordered by their *signed* attribution, largest
-  first (ties broken in a seeded random order, never by position). Deletion replaces them, in ``steps`` equal
-  steps, by the baseline 0 (black, the background of the preprocessed images); insertion starts from a
-  Gaussian-blurred copy of the image (sigma = size / 32; Petsiuk's choice: a blurred X-ray is still an X-ray,
-  a black square is far outside the training data) and puts the original pixels back. The curve follows the
-  label's probability; its area uses x in [0, 1] (trapezoid rule). The forward passes of all curves of an
-  image are batched (memory bounded by the caller's batch size) and give every label at once, so one set of
-  random orders serves all labels of an image.
+* **Relevance** (lung share, pointing game, border and padding shares): the positive part of a map, which is
+  the evidence *for* the label. A map with no positive value (an all-zero map, or a purely negative one such
+  as a DeepLIFT map of a label the image argues against) shows no evidence for the label anywhere: these
+  measures are undefined for it (NaN, not evaluable) rather than scored on its absolute values, where the
+  strongest counter-evidence would count as a hit. :func:`has_positive` tells which maps those are, so the
+  stage can count them.
+* **Deletion / insertion** (Petsiuk et al., BMVC 2018): pixels are ordered by their *signed* attribution,
+  largest first (ties broken in a seeded random order, never by position). Deletion replaces them, in
+  ``steps`` equal steps, by the baseline 0 (black, the background of the preprocessed images); insertion
+  starts from a Gaussian-blurred copy of the image (sigma = size / 32; Petsiuk's choice: a blurred X-ray is
+  still an X-ray, a black square is far outside the training data) and puts the original pixels back. The
+  curve follows the label's probability; its area uses x in [0, 1] (trapezoid rule). The forward passes of all
+  curves of an image are batched (memory bounded by the caller's batch size) and give every label at once, so
+  one set of random orders serves all labels of an image. A gain over random orders is in probability units,
+  so it is bounded by the label's probability p(x) on the unmodified image; :func:`relative_gain` divides it
+  by p(x) (undefined below ``MIN_PROBABILITY``), so a confident and an unsure model can be compared.
 * **Spearman** rank correlation with average ranks for ties (as scipy), on *absolute* values where maps are
   compared (randomisation test, fold stability): a sign flip of the whole map, common after re-initialising
-  a head, is not a change of *where* the evidence is (Adebayo et al. report both; absolute is the stricter
-  test for our purpose).
-* **Randomisation test** (Adebayo et al. 2018, cascading): the top-level children of the model's ``backbone``
-  that hold parameters, in the order the forward pass first calls them (found with hooks, removed after;
-  children the forward never calls, such as InceptionV3's auxiliary head in eval mode, are dropped; while
-  fewer than four blocks exist the largest is split into its children, e.g. DenseNet's ``features``), are
-  re-initialised on a *copy* from the output head down, cumulatively. A module with ``reset_parameters``
-  is reset by it (convolutions and linear layers get fresh random weights; batch-norms the identity
-  transform), any other parameter is randomly permuted. Seeded per block.
+  a head, is not a change of *where* the evidence is (Adebayo et al., NeurIPS 2018 report both; absolute is
+  the stricter test for our purpose).
 * **Bootstrap**: percentile bootstrap of the mean, resampling *images* (all maps of a drawn image count),
   seeded; a constant sample gives that constant as its interval.
+
+The cascading randomisation of a model's weights is in :mod:`cxrlens.xai.randomisation`.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 Forward = Callable[[Tensor], Tensor]  # [B, C, H, W] -> per-label probabilities [B, L]
 
 BORDER_FRACTION = 0.08
-SANITY_THRESHOLD = 0.5
-MIN_BLOCKS = 4
+MIN_PROBABILITY = 1e-6  # below it a gain relative to p(x) is undefined
 
 
 # ------------------------------------------------------------------------------------------ relevance
 
 
 def relevance(maps: Tensor) -> Tensor:
-    """Per map: its positive part, or its absolute values if it has no positive value. ``[N, H, W]``."""
-    maps = maps.float()
-    positive = maps.clamp(min=0)
-    has_positive = positive.flatten(1).amax(dim=1) > 0
-    return torch.where(has_positive[:, None, None], positive, maps.abs())
+    """Per map: its positive part (zero everywhere for a map with no positive value). ``[N, H, W]``."""
+    return maps.float().clamp(min=0)
+
+
+def has_positive(maps: Tensor) -> Tensor:
+    """Per map: does it have any positive value (is its relevance defined)? ``[N]`` bool."""
+    return maps.float().flatten(1).amax(dim=1) > 0
 
 
 def _as_regions(regions: Tensor, n: int) -> Tensor:
@@ -76,7 +76,7 @@ def region_share(maps: Tensor, regions: Tensor) -> Tensor:
 
 
 def lung_share(maps: Tensor, masks: Tensor) -> Tensor:
-    """Share of positive attribution inside the lung mask (absolute values for maps with no positive part)."""
+    """Share of positive attribution inside the lung mask (NaN for a map with no positive value)."""
     return region_share(maps, masks)
 
 
@@ -89,7 +89,7 @@ def area_share(masks: Tensor) -> Tensor:
 
 
 def pointing_game(maps: Tensor, masks: Tensor, rtol: float = 1e-6) -> Tensor:
-    """1 if the map's maximum relevance lies inside the mask, else 0 (NaN for an all-zero map).
+    """1 if the map's maximum relevance lies inside the mask, else 0 (NaN for a map with no positive value).
 
     Plateaus (occlusion blocks, upsampled layer maps) have many maximal pixels: the result is then the share
     of them inside the mask, i.e. the expected hit when ties are broken at random.
@@ -229,6 +229,15 @@ def curve_auc(curves: Tensor) -> Tensor:
     return torch.trapezoid(curves.double(), dx=1.0 / steps, dim=-1)
 
 
+def relative_gain(gains: Tensor, probabilities: Tensor, floor: float = MIN_PROBABILITY) -> Tensor:
+    """Gains (AUC differences, probability units) divided by the label's probability p(x) on the unmodified
+    image; NaN where p(x) < ``floor`` (undefined). Same shape as ``gains``."""
+    gains = gains.double()
+    base = probabilities.double()
+    defined = base >= floor
+    return torch.where(defined, gains / base.clamp(min=floor), torch.full_like(gains, math.nan))
+
+
 # ------------------------------------------------------------------------------------------- spearman
 
 
@@ -313,166 +322,6 @@ def bootstrap_ci(
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(stats, [tail, 100 - tail])
     return Interval(mean, float(low), float(high), int(vals.size), n_groups)
-
-
-# ------------------------------------------------------------------------------- randomisation test
-
-
-def _parameter_count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def _call_order(model: nn.Module, modules: dict[str, nn.Module], example: Tensor) -> list[str]:
-    """Names of ``modules`` in the order the forward pass first calls them (uncalled ones left out)."""
-    seen: list[str] = []
-    handles = []
-
-    def make_hook(name: str) -> Callable[..., None]:
-        def hook(_module: nn.Module, _inputs: object) -> None:
-            if name not in seen:
-                seen.append(name)
-
-        return hook
-
-    flags = {m: m.training for m in model.modules()}
-    try:
-        for name, module in modules.items():
-            handles.append(module.register_forward_pre_hook(make_hook(name)))
-        model.eval()
-        with torch.no_grad():
-            model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
-        for module, flag in flags.items():
-            module.training = flag
-    return seen
-
-
-def backbone_blocks(model: nn.Module, example: Tensor, min_blocks: int = MIN_BLOCKS) -> list[str]:
-    """Qualified names of the model's blocks for the cascading randomisation, input side first.
-
-    The top-level children of ``model.backbone`` (or of ``model``) that hold parameters, ordered by their
-    first call in a forward pass of ``example``; uncalled ones are dropped. While fewer than ``min_blocks``
-    exist, the block with the most parameters that has parameterised children is split into them.
-    """
-    root = getattr(model, "backbone", None)
-    prefix = "backbone." if isinstance(root, nn.Module) else ""
-    root = root if isinstance(root, nn.Module) else model
-    blocks = {f"{prefix}{n}": c for n, c in root.named_children() if _parameter_count(c) > 0}
-    while len(blocks) < min_blocks:
-        splittable = [
-            (name, module) for name, module in blocks.items() if any(_parameter_count(c) > 0 for c in module.children())
-        ]
-        if not splittable:
-            break
-        name, module = max(splittable, key=lambda item: _parameter_count(item[1]))
-        children = {f"{name}.{n}": c for n, c in module.named_children() if _parameter_count(c) > 0}
-        rebuilt: dict[str, nn.Module] = {}
-        for key, value in blocks.items():
-            if key == name:
-                rebuilt.update(children)
-            else:
-                rebuilt[key] = value
-        blocks = rebuilt
-    unique: dict[str, nn.Module] = {}
-    ids: set[int] = set()
-    for name, module in blocks.items():
-        if id(module) not in ids:
-            ids.add(id(module))
-            unique[name] = module
-    return _call_order(model, unique, example)
-
-
-def randomise_(module: nn.Module, seed: int = 0, name: str = "") -> None:
-    """Re-initialise ``module`` in place: ``reset_parameters`` where defined, else permute each parameter."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(seeded_generator(seed, name).initial_seed()))
-        generator = seeded_generator(seed, name, "permute")
-        for sub in module.modules():
-            own = list(sub.parameters(recurse=False))
-            if not own:
-                continue
-            reset = getattr(sub, "reset_parameters", None)
-            if callable(reset):
-                reset()
-                continue
-            with torch.no_grad():
-                for param in own:
-                    flat = param.reshape(-1)
-                    param.copy_(flat[torch.randperm(flat.numel(), generator=generator)].reshape(param.shape))
-
-
-def cascade_cuts(n_blocks: int, max_steps: int | None = None) -> list[int]:
-    """How many blocks (from the top) are randomised at each step: always the head alone and all blocks."""
-    if n_blocks <= 0:
-        return []
-    if max_steps is None or max_steps >= n_blocks:
-        return list(range(1, n_blocks + 1))
-    if max_steps < 2:
-        return [n_blocks]
-    return sorted({round(v) for v in np.linspace(1, n_blocks, max_steps)})
-
-
-def cascade(
-    model: nn.Module, blocks: Sequence[str], seed: int = 0, max_steps: int | None = None
-) -> Iterator[tuple[str, nn.Module]]:
-    """Yield (deepest randomised block, model copy) with blocks re-initialised from the last one down.
-
-    One deep copy (hooks of the caller not copied) is randomised cumulatively; ``model`` is never touched.
-    The yielded copy is the same object each time: use it before advancing.
-    """
-    randomised = copy.deepcopy(model)
-    for module in randomised.modules():
-        module._forward_hooks.clear()
-        module._forward_pre_hooks.clear()
-        module._backward_hooks.clear()
-    randomised.eval()
-    top_down = list(reversed(blocks))
-    done = 0
-    for cut in cascade_cuts(len(top_down), max_steps):
-        for name in top_down[done:cut]:
-            randomise_(randomised.get_submodule(name), seed, name)
-        done = cut
-        yield top_down[cut - 1], randomised
-
-
-@dataclass(frozen=True)
-class RandomisationResult:
-    layers: list[str]  # deepest randomised block at each step
-    spearman: Tensor  # [steps, T] Spearman (absolute values) with the original maps
-
-    def final(self) -> Tensor:
-        return self.spearman[-1]
-
-    def insensitive(self, threshold: float = SANITY_THRESHOLD) -> bool:
-        """True if the maps stay similar after the whole cascade (mean Spearman above ``threshold``)."""
-        value = float(torch.nanmean(self.final().double()))
-        return bool(value > threshold)
-
-
-def randomisation_test(
-    model: nn.Module,
-    blocks: Sequence[str],
-    attribute: Callable[[nn.Module], Tensor],
-    original: Tensor | None = None,
-    seed: int = 0,
-    max_steps: int | None = None,
-) -> RandomisationResult:
-    """Cascading model-parameter randomisation: ``attribute(model) -> maps [T, H, W]`` on each randomised copy.
-
-    ``original`` defaults to ``attribute(model)``. ``model`` itself is left unchanged.
-    """
-    if original is None:
-        original = attribute(model).detach()
-    layers, rows = [], []
-    for layer, randomised in cascade(model, blocks, seed, max_steps):
-        maps = attribute(randomised).detach()
-        rows.append(spearman(original.reshape(original.shape[0], -1), maps.reshape(maps.shape[0], -1), absolute=True))
-        layers.append(layer)
-    if not rows:
-        raise ValueError("no blocks to randomise")
-    return RandomisationResult(layers, torch.stack(rows))
 
 
 def pairwise_spearman(maps: Sequence[Tensor]) -> float:

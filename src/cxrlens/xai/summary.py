@@ -1,7 +1,13 @@
 """Scores of the explanation maps -> tables per metric, rankings, the verdict and the shortcut audit.
 
-The definitions of the scores are in :mod:`cxrlens.xai.measures`; :mod:`cxrlens.xai.study`
-computes them per map and calls these functions to summarise them.
+Each summary is a mean with a 95 % percentile-bootstrap interval that resamples images. Methods and models
+are ranked by the average of their normalised ranks ((k - rank) / (k - 1), 1 = best) over the ranked metrics
+(:data:`~cxrlens.xai.scores.RANKED`: deletion and insertion gains relative to p(x), lung share, pointing game
+and, lower is better, randomisation Spearman): methods are compared within each model, models within each
+method; means equal to three decimals tie. The raw gains are reported but not ranked: bounded by the label's
+probability, they would partly reward a model's confidence. Fold stability is reported but not ranked either.
+The shortcut audit lists, per model, the ten images with the largest outside-lung share (one map per image:
+its largest).
 """
 
 from __future__ import annotations
@@ -9,185 +15,30 @@ from __future__ import annotations
 import math
 import warnings
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from cxrlens.attribution.budget import GIB
-from cxrlens.attribution.methods import METHODS
-from cxrlens.evaluate.ensemble import ENSEMBLE
-from cxrlens.run.maps import MapStore
+from cxrlens.run.layout import RunLayout
+from cxrlens.text import number
 from cxrlens.xai import measures as xm
+from cxrlens.xai.randomisation import SANITY_THRESHOLD
+from cxrlens.xai.scores import RANKED, ScoredMap, method_order, model_order
+from cxrlens.xai.settings import CONFIDENCE, Settings
 
-SANITY_THRESHOLD = xm.SANITY_THRESHOLD
-BORDER_FRACTION = xm.BORDER_FRACTION
-CONFIDENCE = 0.95
-TOP_IMAGES = 10
-
-METRICS: dict[str, tuple[str, bool]] = {
-    "deletion_auc": ("area under the label's probability as the most relevant pixels are set to black", False),
-    "insertion_auc": (
-        "area under the label's probability as the most relevant pixels are put back into a blurred copy",
-        True,
-    ),
-    "deletion_gain": ("random-order deletion AUC minus deletion AUC (> 0: the map finds pixels that matter)", True),
-    "insertion_gain": ("insertion AUC minus random-order insertion AUC", True),
-    "lung_share": ("share of positive attribution inside the lung mask", True),
-    "lung_area_share": (
-        "the lung mask's share of the image: the lung share of a uniform map (chance level, not a quality measure)",
-        False,
-    ),
-    "pointing_game": ("the map's maximum lies inside the lungs (ties: share of maximal pixels inside)", True),
-    "randomisation_spearman": (
-        "Spearman (absolute values) with the original map after randomising every "
-        "block of the model (low: the map depends on the weights)",
-        False,
-    ),
-    "fold_stability": ("mean pairwise Spearman (absolute values) of the maps of the models of different folds", True),
-}
 RANK_DECIMALS = 3
-REFERENCE_ONLY = ("lung_area_share",)  # reported as the chance level, not as a quality
-RANKED: dict[str, bool] = {
-    "deletion_gain": True,
-    "insertion_gain": True,
-    "lung_share": True,
-    "pointing_game": True,
-    "randomisation_spearman": False,
-}
-PER_MAP_VALUES = (
-    "deletion_auc",
-    "insertion_auc",
-    "random_deletion_auc",
-    "random_insertion_auc",
-    "deletion_gain",
-    "insertion_gain",
-    "lung_share",
-    "lung_area_share",
-    "pointing_game",
-    "outside_lung_share",
-    "border_share",
-    "padding_share",
-    "randomisation_spearman",
-    "fold_stability",
-)
-
-
-@dataclass
-class ScoredMap:
-    entry: dict[str, Any]
-    label_index: int
-    values: dict[str, float] = field(default_factory=dict)
-    curves: dict[str, list[float]] = field(default_factory=dict)
-    sanity_layers: list[str] = field(default_factory=list)
-    sanity: list[float] = field(default_factory=list)
-
-    @property
-    def image(self) -> str:
-        return str(self.entry["image"])
-
-    @property
-    def model(self) -> str:
-        return str(self.entry["model"])
-
-    @property
-    def method(self) -> str:
-        return str(self.entry["method"])
-
-    @property
-    def label(self) -> str:
-        return str(self.entry["label"])
-
-    @property
-    def fold(self) -> int:
-        return int(self.entry["fold"])
-
-    def value(self, name: str) -> float:
-        return self.values.get(name, math.nan)
-
-
-@dataclass
-class Settings:
-    images_max: int | None
-    steps: int
-    bootstrap: int
-    seed: int
-    memory_gib: float
-    sanity: bool
-    stability: bool
-    sanity_images: int
-    stability_images: int
-    sanity_steps: int
-    n_random: int
-    insertion_start: str
-    size: int
-
-    @property
-    def budget(self) -> float:
-        return self.memory_gib * GIB
-
-    @property
-    def blur_sigma(self) -> float:
-        return xm.default_blur_sigma(self.size)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "images_max": self.images_max,
-            "steps": self.steps,
-            "bootstrap": self.bootstrap,
-            "confidence": CONFIDENCE,
-            "bootstrap_unit": "image",
-            "seed": self.seed,
-            "memory_gib": self.memory_gib,
-            "sanity": self.sanity,
-            "stability": self.stability,
-            "sanity_images": self.sanity_images,
-            "stability_images": self.stability_images,
-            "sanity_steps": self.sanity_steps,
-            "sanity_threshold": SANITY_THRESHOLD,
-            "n_random_orders": self.n_random,
-            "deletion_baseline": 0.0,
-            "insertion_start": self.insertion_start,
-            "blur_sigma_px": self.blur_sigma if self.insertion_start == "blur" else None,
-            "pixel_order": "signed attribution, largest first; ties in seeded random order",
-            "relevance": "positive part of the map (absolute values if it has no positive part)",
-            "spearman_on": "absolute values",
-            "border_fraction": BORDER_FRACTION,
-            "ranking_metrics": {name: ("higher" if up else "lower") for name, up in RANKED.items()},
-            "size": self.size,
-        }
-
-
-def nan_to_none(value: Any) -> Any:
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(float(value)) else None
-    if isinstance(value, dict):
-        return {k: nan_to_none(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [nan_to_none(v) for v in value]
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
-
-
-def model_order(maps: Iterable[ScoredMap]) -> list[str]:
-    names = sorted({m.model for m in maps})
-    return [n for n in names if n != ENSEMBLE] + ([ENSEMBLE] if ENSEMBLE in names else [])
-
-
-def method_order(maps: Iterable[ScoredMap]) -> list[str]:
-    present = {m.method for m in maps}
-    return [n for n in METHODS.names() if n in present]
+TOP_IMAGES = 10
 
 
 def interval(items: list[ScoredMap], metric: str, s: Settings) -> xm.Interval:
+    """Mean and bootstrap interval of ``metric`` over ``items``, resampling images."""
     return xm.bootstrap_ci([m.value(metric) for m in items], [m.image for m in items], s.bootstrap, s.seed, CONFIDENCE)
 
 
 def metric_table(maps: list[ScoredMap], metric: str, s: Settings) -> list[dict[str, Any]]:
+    """One row per (model, method) with a value: mean, 95 % interval, values and images used."""
     rows = []
     cells: dict[tuple[str, str], list[ScoredMap]] = defaultdict(list)
     for item in maps:
@@ -217,8 +68,8 @@ def _normalised_ranks(values: dict[str, float], higher: bool) -> dict[str, float
     """(k - rank) / (k - 1) with average ranks for ties; empty with fewer than two values.
 
     Means equal to ``RANK_DECIMALS`` decimals (the tables' precision) are ties: every ranked metric lives on a
-    unit scale (AUC gains, shares, correlations), where smaller differences mean nothing (e.g. an ensemble of
-    one model and that model differ only by float rounding).
+    unit scale (relative AUC gains, shares, correlations), where smaller differences mean nothing (e.g. an
+    ensemble of one model and that model differ only by float rounding).
     """
     finite = {k: round(v, RANK_DECIMALS) for k, v in values.items() if v is not None and math.isfinite(v)}
     if len(finite) < 2:
@@ -230,9 +81,17 @@ def _normalised_ranks(values: dict[str, float], higher: bool) -> dict[str, float
     return {n: float((k - r) / (k - 1)) for n, r in zip(names, ranks.tolist(), strict=True)}
 
 
-def ranking(
-    metrics: dict[str, list[dict[str, Any]]],
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, dict[str, float]]]:
+@dataclass(frozen=True)
+class Ranking:
+    """Methods and models by score (1 = best in every comparison), and each method's score per metric."""
+
+    methods: list[dict[str, Any]]
+    models: list[dict[str, Any]]
+    detail: dict[str, dict[str, float]]
+
+
+def ranking(metrics: dict[str, list[dict[str, Any]]]) -> Ranking:
+    """Rank methods within each model and models within each method on the :data:`RANKED` metrics' tables."""
     method_scores: dict[str, list[float]] = defaultdict(list)
     model_scores: dict[str, list[float]] = defaultdict(list)
     per_metric: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
@@ -261,7 +120,7 @@ def ranking(
         return out
 
     detail = {m: {k: float(np.mean(v)) for k, v in d.items()} for m, d in per_metric.items()}
-    return table(method_scores, "method"), table(model_scores, "model"), detail
+    return Ranking(table(method_scores, "method"), table(model_scores, "model"), detail)
 
 
 def _lead_overlap(metrics: dict[str, list[dict[str, Any]]], axis: str, first: str, second: str) -> tuple[int, int]:
@@ -273,22 +132,26 @@ def _lead_overlap(metrics: dict[str, list[dict[str, Any]]], axis: str, first: st
         cells = {(r[other], r[axis]): r for r in metrics.get(metric, [])}
         for key in sorted({k for k, _ in cells}):
             a, b = cells.get((key, first)), cells.get((key, second))
-            if a is None or b is None or None in (a["ci_low"], a["ci_high"], b["ci_low"], b["ci_high"]):
+            if a is None or b is None:
                 continue
+            a_low, a_high, b_low, b_high = (number(x) for x in (a["ci_low"], a["ci_high"], b["ci_low"], b["ci_high"]))
+            if a_low is None or a_high is None or b_low is None or b_high is None:
+                continue  # no interval (NaN or null)
             total += 1
-            inside += int(a["ci_low"] <= b["ci_high"] and b["ci_low"] <= a["ci_high"])
+            inside += int(a_low <= b_high and b_low <= a_high)
     return inside, total
 
 
 def verdict(
-    methods: list[dict[str, Any]],
-    models: list[dict[str, Any]],
-    detail: dict[str, dict[str, float]],
+    ranked: Ranking,
+    *,
     sanity_rows: list[dict[str, Any]],
+    metrics: dict[str, list[dict[str, Any]]],
     n_maps: int,
     n_images: int,
-    metrics: dict[str, list[dict[str, Any]]],
 ) -> str:
+    """The ranking in words, with the randomisation test's flags and how firm the leads are."""
+    methods, models, detail = ranked.methods, ranked.models, ranked.detail
     parts = []
     if models:
         first = [m["model"] for m in models if m["rank"] == 1]
@@ -325,12 +188,12 @@ def verdict(
         )
     elif sanity_rows:
         verdict += " Every tested method's maps change when the weights are randomised."
-    for axis, ranked in (("model", models), ("method", methods)):
-        if len(ranked) > 1 and ranked[1]["rank"] > 1:
-            inside, total = _lead_overlap(metrics, axis, ranked[0][axis], ranked[1][axis])
+    for axis, order in (("model", models), ("method", methods)):
+        if len(order) > 1 and order[1]["rank"] > 1:
+            inside, total = _lead_overlap(metrics, axis, order[0][axis], order[1][axis])
             if total:
                 verdict += (
-                    f" The lead of {ranked[0][axis]} over {ranked[1][axis]} lies within overlapping 95% intervals "
+                    f" The lead of {order[0][axis]} over {order[1][axis]} lies within overlapping 95% intervals "
                     f"in {inside} of {total} comparisons."
                 )
     verdict += f" Based on {n_maps} maps of {n_images} image(s) (ranked metrics: {', '.join(RANKED)})"
@@ -339,6 +202,7 @@ def verdict(
 
 
 def sanity_rows(maps: list[ScoredMap]) -> list[dict[str, Any]]:
+    """Per (model, method) tested: the mean Spearman after each cascade step and whether it is flagged."""
     rows = []
     cells: dict[tuple[str, str], list[ScoredMap]] = defaultdict(list)
     for item in maps:
@@ -368,8 +232,9 @@ def sanity_rows(maps: list[ScoredMap]) -> list[dict[str, Any]]:
     return rows
 
 
-def shortcut_audit(maps: list[ScoredMap], run_root: Path, s: Settings) -> dict[str, Any]:
-    explanations = MapStore(run_root / "explanations")
+def shortcut_audit(maps: list[ScoredMap], layout: RunLayout, s: Settings) -> dict[str, Any]:
+    """Per model: attribution outside the lungs, on the border frame and on the padding; the top images."""
+    explanations = layout.explanations
     rows, top = [], []
     for model in model_order(maps):
         items = [m for m in maps if m.model == model]
@@ -410,7 +275,7 @@ def shortcut_audit(maps: list[ScoredMap], run_root: Path, s: Settings) -> dict[s
                     "label": item.label,
                     "method": item.method,
                     "outside_lung_share": item.value("outside_lung_share"),
-                    "overlay": overlay.relative_to(run_root).as_posix(),
+                    "overlay": overlay.relative_to(layout.root).as_posix(),
                 }
             )
             if len(seen) >= TOP_IMAGES:

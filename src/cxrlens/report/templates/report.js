@@ -58,7 +58,7 @@
   };
 
   var why = function (c) {
-    if (c.model === "ensemble" && g.families[c.method] === "layer") {
+    if (c.model === g.ensemble && g.families[c.method] === "layer") {
       return c.method + " cannot explain the ensemble (it has no single layer); choose a member model.";
     }
     return "Not computed: " + c.method + " on " + c.model + " for " + c.label + " of this image. " +
@@ -97,7 +97,7 @@
       addFact("Follow-up", (image.offset ? "day " + image.offset : "") + (image.date ? " (" + image.date + ")" : ""));
     }
     addFact("Fold", image.fold + " (explained by models that never trained on it)");
-    addFact("Ground truth", image.truth_known ? (image.truth.join(", ") || "no label") : "not in labels.csv");
+    addFact("Ground truth", image.truth_known ? (image.truth.join(", ") || "no label") : "not in " + g.labels_file);
     if (!image.image_available) { addFact("Image file", "not found or unreadable: heatmap shown on black"); }
     var probs = image.probabilities[c.model] || {};
     var probability = m ? m.probability : probs[c.label];

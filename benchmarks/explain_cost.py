@@ -40,7 +40,7 @@ def _sample_image(size: int):  # type: ignore[no-untyped-def]
 
 def _superpixel_passes(params, x) -> int:  # type: ignore[no-untyped-def]
     """Forward passes of feature ablation / Shapley sampling for the SLIC features of ``x``."""
-    from cxrlens.attribution.perturbation import superpixels
+    from cxrlens.attribution.segmentation import superpixels
 
     features = int(superpixels(x[0, 0].numpy(), params.segments, params.compactness).max()) + 1
     return getattr(params, "n_samples", 1) * features + 1

@@ -87,10 +87,15 @@ class DataConfig(StrictModel):
 
 
 class SplitConfig(StrictModel):
-    scheme: Literal["kfold", "holdout"] = "kfold"
-    folds: int = Field(5, ge=1)
+    scheme: Literal["kfold", "holdout", "by-source"] = Field(
+        "kfold", description="kfold, holdout (repeated random), or by-source (each fold tests one source)"
+    )
+    folds: int = Field(5, ge=1, description="kfold folds or holdout repeats (by-source: one fold per source)")
     test_fraction: float = Field(0.4, gt=0.0, lt=1.0, description="holdout only")
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of training patients for validation")
+    external_fraction: float = Field(
+        0.0, ge=0.0, lt=1.0, description="share of patients held out of every fold (an external set)"
+    )
     seed: int = 0
 
     @model_validator(mode="after")
@@ -234,6 +239,39 @@ class ReportConfig(StrictModel):
     max_side: int = Field(256, ge=16, description="largest side of the gallery's X-rays and heatmaps (px)")
 
 
+class ExternalConfig(StrictModel):
+    """``cxrlens evaluate-external``: the run's models on data from elsewhere."""
+
+    name: str | None = Field(None, description="name of the external set (default: its folder names)")
+    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples of patients for the 95 % intervals")
+    seed: int = 0
+    min_support: int = Field(1, ge=1, description="a label needs this many positives (and a negative) there")
+    calibration_bins: int = Field(10, ge=2, description="equal-width bins of the reliability diagram and ECE")
+    errors: int = Field(4, ge=0, description="most confident external errors explained (0: none)")
+    error_method: str = Field("occlusion", description="attribution method for the errors' maps")
+    memory_gib: float = Field(4.0, gt=0, description="memory budget of the errors' explanations")
+
+
+class AuditConfig(StrictModel):
+    """``cxrlens audit``: are labels told apart by where an image comes from rather than what it shows?"""
+
+    by: list[str] = Field(
+        default_factory=lambda: ["source", "view", "sex", "age"], description="metadata columns to audit"
+    )
+    age_bins: list[int] = Field(default_factory=lambda: [18, 40, 60, 80], description="age bin edges (years)")
+    flag_auroc: float = Field(
+        0.7, gt=0.5, le=1.0, description="a column that alone predicts a label this well flags it as confounded"
+    )
+    min_within: int = Field(5, ge=1, description="positives and negatives a value needs for a within-value AUROC")
+    chance_auroc: float = Field(0.6, ge=0.5, le=1.0, description="within-value AUROC at or below this: chance")
+    probe_folds: int = Field(5, ge=2, description="patient-grouped folds of the representation probe")
+    tcav: bool = Field(True, description="concept test (captum TCAV) of each column value")
+    tcav_images: int = Field(24, ge=4, description="images per concept and per random set")
+    tcav_repeats: int = Field(5, ge=2, description="random control sets (the significance test needs several)")
+    tcav_layer: str | None = Field(None, description="layer of the concept directions (default: Grad-CAM layer)")
+    seed: int = 0
+
+
 class CVConfig(StrictModel):
     splits: str | None = Field(None, description="splits CSV; default: made from `split` into the run folder")
     split: SplitConfig = Field(default_factory=SplitConfig)
@@ -254,6 +292,8 @@ class RunConfig(StrictModel):
     nap: NapConfig = Field(default_factory=NapConfig)
     predict: PredictConfig = Field(default_factory=PredictConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    external: ExternalConfig = Field(default_factory=ExternalConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any], where: str) -> dict[str, Any]:

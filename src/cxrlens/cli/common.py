@@ -37,7 +37,11 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int]
     )
     with Progress(*columns, console=err_console, transient=True) as progress:
         task = progress.add_task(description, total=total)
-        yield lambda n=1: progress.advance(task, n)
+
+        def advance(n: int = 1) -> None:
+            progress.advance(task, n)
+
+        yield advance
 
 
 def tune_allocator() -> None:

@@ -13,11 +13,12 @@ from rich.table import Table
 from cxrlens.cli.common import console, err_console, progress_bar
 from cxrlens.cli.options import SetOpt, resolve
 from cxrlens.data.cache import PreprocessCache
+from cxrlens.data.export import write_dataset_folder
 from cxrlens.data.labels import choose_labels
 from cxrlens.data.sources import load_dataset
-from cxrlens.data.splits import make_splits, split_counts, write_splits
+from cxrlens.data.splits import absent_training_labels, fold_sources, hold_out, make_splits, split_counts, write_splits
 from cxrlens.data.summary import summarize
-from cxrlens.errors import DataError
+from cxrlens.errors import ConfigError, DataError
 
 app = typer.Typer(
     help=(
@@ -132,10 +133,16 @@ def split_cmd(
     data: DataOpt = None,
     config: ConfigOpt = None,
     folds: Annotated[int, typer.Option("--folds", help="folds (kfold) or repeats (holdout)")] = 5,
-    scheme: Annotated[str, typer.Option("--scheme", help="kfold or holdout")] = "kfold",
+    scheme: Annotated[str, typer.Option("--scheme", help="kfold, holdout or by-source")] = "kfold",
     test_fraction: Annotated[float, typer.Option("--test-fraction", help="holdout test share")] = 0.4,
     val_fraction: Annotated[float, typer.Option("--val-fraction", help="validation share of train")] = 0.1,
     split_seed: Annotated[int, typer.Option("--seed")] = 0,
+    external_fraction: Annotated[
+        float | None, typer.Option("--external-fraction", help="share of patients held out of every fold")
+    ] = None,
+    external_out: Annotated[
+        Path | None, typer.Option("--external-out", help="folder for the held-out patients' images + metadata.csv")
+    ] = None,
     skip_bad: SkipOpt = False,
     labels: PresetOpt = None,
     min_images: MinOpt = None,
@@ -148,19 +155,31 @@ def split_cmd(
     space, _ = choose_labels(
         [r.labels for r in dataset.records], cfg.labels.preset, cfg.labels.names, cfg.labels.min_images
     )
+    if split_cfg.external_fraction > 0:
+        if external_out is None:
+            raise ConfigError("--external-fraction needs --external-out DIR (where the held-out images go)")
+        dataset, held = hold_out(dataset, space, split_cfg.external_fraction, split_cfg.seed)
+        metadata = write_dataset_folder(held, external_out)
+        console.print(
+            f"held out {len(held)} images of {len(held.patients)} patients -> {metadata} (an external set from "
+            f"the same sources: {', '.join(sorted({r.source for r in held.records}))})"
+        )
     rows = make_splits(dataset, space, split_cfg)
     digest = write_splits(rows, out)
     counts = split_counts(rows, dataset, space)
-    folds = sorted({int(str(c["fold"])) for c in counts})
+    fold_ids = sorted({int(str(c["fold"])) for c in counts})
     table = Table(title=f"{split_cfg.scheme}: images per fold as train/val/test")
     table.add_column("")
-    for fold in folds:
-        table.add_column(f"fold {fold}", justify="right")
+    tested = fold_sources(dataset) if split_cfg.scheme == "by-source" else []
+    for fold in fold_ids:
+        table.add_column(f"fold {fold}" + (f" (tests {tested[fold]})" if tested else ""), justify="right")
     for key in ["images", "patients", *space.names]:
         cells = []
-        for fold in folds:
+        for fold in fold_ids:
             by_subset = {c["subset"]: c[key] for c in counts if c["fold"] == fold}
             cells.append("/".join(str(by_subset.get(s, 0)) for s in ("train", "val", "test")))
         table.add_row(key, *cells)
     console.print(table)
+    for fold, missing in absent_training_labels(rows, dataset, space).items():
+        err_console.print(f"fold {fold}: no training image of {', '.join(missing)} (its models cannot learn them)")
     console.print(f"wrote {out} ({len(rows)} rows, sha256 {digest})")

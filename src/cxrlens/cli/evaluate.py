@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from cxrlens.cli.common import console, err_console
+from cxrlens.cli.common import console, err_console, progress_bar
 from cxrlens.cli.options import SetOpt, resolve
+from cxrlens.fileio import json_text
 
 
 def evaluate_cmd(
@@ -37,3 +38,33 @@ def evaluate_cmd(
         return
     console.print(markdown_table(result), markup=False)
     err_console.print(f"wrote {len(written)} files to {opened.layout.evaluation_dir}")
+
+
+def evaluate_external_cmd(
+    ctx: typer.Context,
+    run: Annotated[Path, typer.Option("--run", "-r", help="trained run folder")],
+    external_data: Annotated[
+        list[str], typer.Option("--data", "-d", help="external data: folder or CSV of any layout; repeat to combine")
+    ],
+    external_name: Annotated[str | None, typer.Option("--name", help="name of the set (default: folder names)")] = None,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip unreadable rows/images (counted)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the numbers as one JSON object")] = False,
+    assignments: SetOpt = None,
+) -> None:
+    """The run's models on another data set: Table 2 and per-label numbers with patient-bootstrap intervals,
+    calibration, the in-domain numbers beside them, and the most confident errors with their maps."""
+    # torch-heavy: the evaluate stage is imported when the command runs
+    from cxrlens.evaluate.external.files import summary_markdown
+    from cxrlens.evaluate.external.runner import evaluate_external
+    from cxrlens.run import open_run
+
+    opened = open_run(run)
+    cfg = resolve(ctx, None, run)
+    with progress_bar("external images", None) as advance:
+        result = evaluate_external(opened, external_data, cfg.external, skip_bad=skip_bad, progress=advance)
+    opened.record_command()
+    if as_json:
+        print(json_text(result.to_dict()))
+        return
+    console.print(summary_markdown(result.to_dict()), markup=False)
+    err_console.print(f"wrote {result.folder}")

@@ -82,6 +82,7 @@ CONFIG_KEYS: dict[str, Target] = {
     "test_fraction": "cv.split.test_fraction",
     "val_fraction": "cv.split.val_fraction",
     "split_seed": "cv.split.seed",
+    "external_fraction": "cv.split.external_fraction",
     # evaluate
     "threshold": "evaluate.threshold",
     "min_support": "evaluate.min_support",
@@ -122,7 +123,8 @@ CONFIG_KEYS: dict[str, Target] = {
     # predict, report
     "predict_model": "predict.model",
     "predict_fold": "predict.fold",
-    "out": _text("report.out"),
+    "external_name": "external.name",
+    "report_out": _text("report.out"),
 }
 
 SetOpt = Annotated[

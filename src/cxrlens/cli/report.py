@@ -15,7 +15,7 @@ from cxrlens.cli.options import SetOpt, resolve
 def report_cmd(
     ctx: typer.Context,
     run: Annotated[Path, typer.Option("--run", "-r", help="run folder")],
-    out: Annotated[Path | None, typer.Option("--out", help="report folder (default: RUN/report)")] = None,
+    report_out: Annotated[Path | None, typer.Option("--out", help="report folder (default: RUN/report)")] = None,
     open_browser: Annotated[bool, typer.Option("--open", help="open the report in the web browser")] = False,
     assignments: SetOpt = None,
 ) -> None:

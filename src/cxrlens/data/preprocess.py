@@ -74,7 +74,8 @@ def preprocess_array(array: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     """A grey image (any scale) -> float32 ``size`` x ``size`` in [0, 1]."""
     if array.ndim != 2:
         raise ValueError(f"expected a 2-D grey image, got shape {array.shape}")
-    geometry = Geometry.for_shape(*array.shape, cfg.size, cfg.pad)
+    height, width = array.shape
+    geometry = Geometry.for_shape(height, width, cfg.size, cfg.pad)
     content = resize(array, geometry.content_height, geometry.content_width, cfg.resample)
     content = percentile_scale(content, cfg.lower_percentile, cfg.upper_percentile)
     return geometry.place(content)
@@ -87,7 +88,8 @@ def preprocess_file(path: str | Path, cfg: PreprocessConfig) -> np.ndarray:
 
 def preprocess_mask(mask: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
     """A binary mask of the original image -> boolean ``size`` x ``size`` aligned with the image."""
-    geometry = Geometry.for_shape(*mask.shape, cfg.size, cfg.pad)
+    height, width = mask.shape
+    geometry = Geometry.for_shape(height, width, cfg.size, cfg.pad)
     img = Image.fromarray((np.asarray(mask) > 0).astype(np.uint8) * 255, mode="L")
     resized = img.resize((geometry.content_width, geometry.content_height), Image.Resampling.NEAREST)
     return geometry.place(np.asarray(resized) > 127)

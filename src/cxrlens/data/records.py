@@ -25,6 +25,8 @@ class ImageRecord:
     offset: str = ""  # days since first symptoms (Cohen), used to order follow-up images
     date: str = ""
     license: str = ""
+    sex: str = ""  # "F", "M" or "" (unknown)
+    age: str = ""  # years as written by the source, "" when unknown
     origin: str = ""  # "<file>:<row>" where the record came from, for messages
 
 

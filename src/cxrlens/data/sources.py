@@ -3,7 +3,7 @@
 Three layouts are recognised, and any number of them can be combined:
 
 * **cxrlens CSV** (as ``../shared/data/cxr/metadata.csv``): columns ``filename, patient_id, finding``
-  (+ optional ``view, source, lung_mask, offset, date, license``), paths relative to the CSV's folder;
+  (+ optional ``view, source, lung_mask, offset, date, license, sex, age``), paths relative to the CSV's folder;
 * **Cohen's covid-chestxray-dataset** ``metadata.csv``: columns ``patientid, finding, view, modality,
   folder, filename``; frontal X-rays kept, CT and lateral views dropped;
 * **Kermany** folders ``chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/...``: viral/bacterial from the
@@ -223,6 +223,8 @@ def _read_ours(csv_path: Path, reader: _Reader) -> list[ImageRecord]:
                 offset=row.get("offset", ""),
                 date=row.get("date", ""),
                 license=row.get("license", ""),
+                sex=normal_sex(row.get("sex", "")),
+                age=row.get("age", "").strip(),
                 origin=where,
             )
         )
@@ -266,6 +268,8 @@ def _read_cohen(csv_path: Path, reader: _Reader) -> list[ImageRecord]:
                 offset=row.get("offset", ""),
                 date=row.get("date", ""),
                 license=row.get("license", ""),
+                sex=normal_sex(row.get("sex", "")),
+                age=row.get("age", "").strip(),
                 origin=where,
             )
         )
@@ -274,6 +278,16 @@ def _read_cohen(csv_path: Path, reader: _Reader) -> list[ImageRecord]:
         if count:
             reader.notes.append(f"{csv_path}: {count} row(s) dropped ({why})")
     return records
+
+
+def normal_sex(value: str) -> str:
+    """``F`` or ``M`` from the spellings sources use (F, female, w, ...); "" when unknown."""
+    text = value.strip().lower()
+    if text in {"f", "female", "w", "woman"}:
+        return "F"
+    if text in {"m", "male", "man"}:
+        return "M"
+    return ""
 
 
 def kermany_patient(name: str) -> str | None:

@@ -2,6 +2,9 @@
 
 ``kfold``: each fold's test part is one k-th of the patients (every image is tested exactly once).
 ``holdout``: the paper's repeated random patient split (60/40 by default), ``folds`` repeats.
+``by-source``: one fold per source (collection): it tests that source and trains on the others, so the
+numbers measure transfer to a collection never seen in training (a patient belongs to the source of most of
+its images).
 In both, a ``val_fraction`` of each fold's training patients is held out for checkpoint selection,
 so the test part is never used before the final evaluation. Stratification works on the patient
 label matrix (a patient has a label if any of their images has it) plus the image source. Patients
@@ -79,6 +82,8 @@ def make_splits(dataset: Dataset, space: LabelSpace, cfg: SplitConfig) -> list[S
     if cfg.scheme == "kfold":
         splitter = MultilabelStratifiedKFold(n_splits=cfg.folds, shuffle=True, random_state=cfg.seed)
         fold_parts = list(splitter.split(np.zeros((n, 1)), matrix))
+    elif cfg.scheme == "by-source":
+        fold_parts = _source_folds(dataset, units, unit_of)
     else:
         for repeat in range(cfg.folds):
             fold_parts.append(_shuffle_split(matrix, cfg.test_fraction, cfg.seed + repeat))
@@ -96,8 +101,58 @@ def make_splits(dataset: Dataset, space: LabelSpace, cfg: SplitConfig) -> list[S
         for i, unit in enumerate(units):
             for filename, patient in by_unit[unit]:
                 rows.append(SplitRow(filename, patient, fold, subset_of[i]))
-    check_splits(rows, kfold=cfg.scheme == "kfold")
+    check_splits(rows, kfold=cfg.scheme != "holdout")
     return rows
+
+
+def unit_sources(dataset: Dataset, units: Sequence[str], unit_of: dict[str, str]) -> list[str]:
+    """The source of each split unit: the source of most of its images (ties: the first by name)."""
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for rec in dataset.records:
+        counts[unit_of[rec.patient_id]][rec.source] += 1
+    return [min(counts[u].items(), key=lambda kv: (-kv[1], kv[0]))[0] for u in units]
+
+
+def fold_sources(dataset: Dataset) -> list[str]:
+    """The sources in the order of the by-source folds (fold k tests source k)."""
+    return sorted({r.source for r in dataset.records})
+
+
+def _source_folds(
+    dataset: Dataset, units: Sequence[str], unit_of: dict[str, str]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    sources = fold_sources(dataset)
+    if len(sources) < 2:
+        raise DataError(
+            f"by-source splits need at least two sources; the data has {len(sources)} ({', '.join(sources)}): "
+            "combine collections with repeated --data"
+        )
+    of_unit = np.asarray(unit_sources(dataset, units, unit_of))
+    return [(np.flatnonzero(of_unit != source), np.flatnonzero(of_unit == source)) for source in sources]
+
+
+def hold_out(dataset: Dataset, space: LabelSpace, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """(kept, held out): a share of the patients (stratified on labels and source; patients sharing an
+    identical image stay together) set aside from every fold, for use as an external test set."""
+    unit_of = linked_patients(dataset.records)
+    units, matrix = _unit_matrix(dataset, space, unit_of)
+    _, held = _shuffle_split(matrix, fraction, seed + 7919)
+    held_units = {units[i] for i in held}
+    kept = [r.filename for r in dataset.records if unit_of[r.patient_id] not in held_units]
+    gone = [r.filename for r in dataset.records if unit_of[r.patient_id] in held_units]
+    return dataset.subset(kept), dataset.subset(gone)
+
+
+def absent_training_labels(rows: Sequence[SplitRow], dataset: Dataset, space: LabelSpace) -> dict[int, list[str]]:
+    """Fold -> labels without a single training image in that fold (its model cannot learn them)."""
+    index = dataset.by_filename()
+    out: dict[int, list[str]] = {}
+    for fold in sorted({r.fold for r in rows}):
+        seen = set().union(*(index[r.filename].labels for r in rows if r.fold == fold and r.subset == "train"))
+        missing = [name for name in space.names if name not in seen]
+        if missing:
+            out[fold] = missing
+    return out
 
 
 def check_splits(rows: Sequence[SplitRow], kfold: bool = False) -> None:

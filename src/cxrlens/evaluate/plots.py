@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -122,15 +123,13 @@ def write_figures(result: EvaluationResult, layout: RunLayout) -> list[Path]:
     figures: list[tuple[Path, Callable[[], Figure]]] = []
     for label in FIGURE_LABELS:
         if label in result.label_names and result.entries:
-            figures.append((layout.bars_figure(label), lambda label=label: label_bar_figure(result, label)))
+            figures.append((layout.bars_figure(label), partial(label_bar_figure, result, label)))
     for name, entry in result.entries.items():
         pooled = entry.pooled
         if pooled is None or pooled.y_true.shape[0] == 0:
             continue
-        title = f"{name}: confusion matrices (pooled)"
-        figures.append(
-            (layout.confusion_figure(name), lambda p=pooled, t=title: confusion_figure(p, result.label_names, t))
-        )
-        title = f"{name}: ROC curves (pooled)"
-        figures.append((layout.roc_figure(name), lambda p=pooled, t=title: roc_figure(p, result.label_names, t)))
+        labels = result.label_names
+        confusion_title, roc_title = f"{name}: confusion matrices (pooled)", f"{name}: ROC curves (pooled)"
+        figures.append((layout.confusion_figure(name), partial(confusion_figure, pooled, labels, confusion_title)))
+        figures.append((layout.roc_figure(name), partial(roc_figure, pooled, labels, roc_title)))
     return [save_figure(build(), path) for path, build in figures]

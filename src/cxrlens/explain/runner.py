@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from cxrlens.config import ExplainConfig
 from cxrlens.explain.compute import Engine
@@ -36,6 +36,19 @@ class ExplainSummary:
     not_applicable: tuple[str, ...]  # "<method> on <model>: <why>"
 
 
+class _Indices(Dataset[int]):
+    """0 .. n-1: the plan's items, which the distributed sampler shards over the ranks."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
 class ExplainModule(L.LightningModule):
     """Lightning's predict loop as a sharding engine: each step explains one image of the plan."""
 
@@ -57,8 +70,7 @@ def run_explain(run: Run, cfg: ExplainConfig, enable_progress_bar: bool = True) 
     plan = make_plan(run, cfg)
     engine = Engine(plan)
     # one item per step, in fold order, so each rank loads each fold's models once
-    indices = list(range(len(plan.items)))
-    loader = DataLoader(indices, batch_size=1, shuffle=False, collate_fn=torch.tensor)
+    loader = DataLoader(_Indices(len(plan.items)), batch_size=1, shuffle=False)
     quiet_lightning()
     trainer = L.Trainer(
         accelerator=cfg.accelerator,

@@ -56,7 +56,8 @@ def _timm_imagenet(name: str) -> Callable[[], dict[str, torch.Tensor]]:
         try:
             model = timm.create_model(name, pretrained=True)
         except (OSError, RuntimeError, ValueError) as err:  # hub errors are OSError / ValueError subclasses
-            hub = timm.models.get_pretrained_cfg(name).hf_hub_id
+            pretrained = timm.models.get_pretrained_cfg(name)
+            hub = pretrained.hf_hub_id if pretrained is not None else name
             raise download_error(name, f"the Hugging Face hub ({hub})", err) from err
         return model.state_dict()
 

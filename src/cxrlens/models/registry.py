@@ -25,6 +25,9 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 class CxrClassifier(nn.Module):
     """A backbone behind the common contract (see module docstring)."""
 
+    norm_mean: torch.Tensor
+    norm_std: torch.Tensor
+
     def __init__(
         self,
         backbone: nn.Module,

@@ -16,7 +16,7 @@ from cxrlens.data.labels import LabelSpace, choose_labels
 from cxrlens.data.records import Dataset
 from cxrlens.data.sources import load_dataset
 from cxrlens.data.splits import SplitRow, make_splits, read_splits, splits_csv, write_splits
-from cxrlens.errors import DataError, RunError
+from cxrlens.errors import ConfigError, DataError, RunError
 from cxrlens.fileio import atomic_write_text, sha256_text, stable_hash
 from cxrlens.run.folder import Run
 from cxrlens.run.info import RunInfo, read_info, write_info
@@ -63,6 +63,11 @@ def create_run(cfg: RunConfig, root: str | Path, progress: Callable[[int], None]
     labels = cfg.data.labels
     space, rare = choose_labels([r.labels for r in dataset.records], labels.preset, labels.names, labels.min_images)
 
+    if cfg.cv.split.external_fraction > 0 and not cfg.cv.splits:
+        raise ConfigError(
+            "cv.split.external_fraction holds patients out into a folder of their own: make the split with "
+            "`cxrlens data split --external-fraction F --external-out DIR --out splits.csv`, then give --splits"
+        )
     if cfg.cv.splits:
         splits = read_splits(cfg.cv.splits)
     elif layout.splits.is_file():

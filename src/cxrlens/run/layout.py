@@ -174,6 +174,41 @@ class RunLayout:
         """Every ``nap/<model>/fold<k>/summary.json``, sorted."""
         return sorted(self.nap_root.glob(f"*/fold*/{SUMMARY_JSON}")) if self.nap_root.is_dir() else []
 
+    # -- external validation and the confounder audit -----------------------------------------------------
+    @property
+    def external_root(self) -> Path:
+        return self.root / "external"
+
+    def external(self, name: str) -> ExternalFiles:
+        return ExternalFiles(self.external_root / slug(name))
+
+    def external_sets(self) -> list[ExternalFiles]:
+        """Every evaluated external set (a folder with a metrics file), sorted."""
+        if not self.external_root.is_dir():
+            return []
+        return [ExternalFiles(p.parent) for p in sorted(self.external_root.glob(f"*/{METRICS_JSON}"))]
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.root / "audit"
+
+    @property
+    def audit_metrics(self) -> Path:
+        return self.audit_dir / METRICS_JSON
+
+    @property
+    def audit_tables(self) -> Path:
+        return self.audit_dir / "tables"
+
+    @property
+    def audit_figures(self) -> Path:
+        return self.audit_dir / FIGURES
+
+    @property
+    def audit_cavs(self) -> Path:
+        """Where captum's TCAV keeps its concept activation vectors."""
+        return self.audit_dir / "cav"
+
     # -- report --------------------------------------------------------------------------------------------
     @property
     def report_dir(self) -> Path:
@@ -203,6 +238,49 @@ class NapFiles:
 
     def layer_figures(self) -> list[Path]:
         return sorted(self.root.glob("layer_*.png"))
+
+
+@dataclass(frozen=True)
+class ExternalFiles:
+    """The files of one external validation (``external/<name>/``)."""
+
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / METRICS_JSON
+
+    @property
+    def predictions(self) -> Path:
+        """Each model's probabilities on the external images (reused when data and checkpoints are the same)."""
+        return self.root / PREDICTIONS_CSV
+
+    @property
+    def predictions_key(self) -> Path:
+        return self.root / "predictions.key.json"
+
+    @property
+    def tables(self) -> Path:
+        return self.root / "tables"
+
+    @property
+    def figures(self) -> Path:
+        return self.root / FIGURES
+
+    def reliability_figure(self, model: str) -> Path:
+        return self.figures / f"reliability_{slug(model)}.png"
+
+    def labels_figure(self, model: str) -> Path:
+        return self.figures / f"labels_{slug(model)}.png"
+
+    @property
+    def errors(self) -> MapFiles:
+        """Explanation maps of the most confident external errors."""
+        return MapFiles(self.root / "errors")
 
 
 def image_id(filename: str) -> str:

@@ -101,6 +101,21 @@ class ModelBank:
         """A model by name; ``ensemble`` is the ensemble of ``members``."""
         return self.ensemble(fold, members) if name == ENSEMBLE else self.model(name, fold)
 
+    def across_folds(self, names: Sequence[str]) -> nn.Module:
+        """Each model's folds averaged, then the models averaged: the model ``predict`` and external validation
+        use for images outside the run (every trained fold of each name, all in memory at once)."""
+        per_model: list[nn.Module] = []
+        for name in names:
+            folds = [fold for model, fold in self.run.trained() if model == name]
+            if not folds:
+                raise RunError(f"{self.run.root}: {name} is not trained")
+            loaded = [load_checkpoint(self.run, name, fold).to(self.device) for fold in folds]
+            members = [self.transform(m) if self.transform else m for m in loaded]
+            per_model.append(EnsembleModel(members, [f"{name}-fold{f}" for f in folds]).eval())
+        if not per_model:
+            raise RunError(f"{self.run.root}: no model named to average")
+        return per_model[0] if len(per_model) == 1 else EnsembleModel(per_model, list(names)).eval()
+
     def checkpoint(self, name: str, fold: int) -> Checkpoint:
         path = self.run.layout.model_file(name, fold).relative_to(self.run.root).as_posix()
         return Checkpoint(path, self.run.checkpoint_sha(name, fold))

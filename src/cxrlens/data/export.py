@@ -1,0 +1,56 @@
+"""Write a dataset as a self-contained cxrlens-CSV folder (images, lung masks, ``metadata.csv``).
+
+Used for an external set held out of the cross-validation (``cxrlens data split --external-out DIR``): the
+folder is then read like any other data source, e.g. by ``cxrlens evaluate-external --data DIR``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from cxrlens.data.records import Dataset
+from cxrlens.errors import DataError
+from cxrlens.fileio import atomic_write_text, csv_text
+
+COLUMNS = ("filename", "patient_id", "finding", "view", "source", "sex", "age", "offset", "date", "license",
+           "lung_mask")  # fmt: skip
+METADATA = "metadata.csv"
+
+
+def write_dataset_folder(dataset: Dataset, out_dir: str | Path) -> Path:
+    """Copy every image (and lung mask) under ``out_dir`` with its metadata; returns the metadata CSV."""
+    out = Path(out_dir)
+    if (out / METADATA).exists():
+        raise DataError(f"{out}: already holds a {METADATA}; choose an empty folder")
+    rows = []
+    for rec in dataset.records:
+        target = out / rec.filename
+        if out.resolve() in rec.path.resolve().parents:
+            raise DataError(f"{out}: is inside the data it is made from; choose another folder")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(rec.path, target)
+        mask = ""
+        if rec.lung_mask is not None:
+            mask_target = out / "masks" / rec.filename
+            mask_target = mask_target.with_name(f"{mask_target.stem}_mask{rec.lung_mask.suffix}")
+            mask_target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(rec.lung_mask, mask_target)
+            mask = mask_target.relative_to(out).as_posix()
+        values = {
+            "filename": target.relative_to(out).as_posix(),
+            "patient_id": rec.patient_id,
+            "finding": rec.finding,
+            "view": rec.view,
+            "source": rec.source,
+            "sex": rec.sex,
+            "age": rec.age,
+            "offset": rec.offset,
+            "date": rec.date,
+            "license": rec.license,
+            "lung_mask": mask,
+        }
+        rows.append([values[c] for c in COLUMNS])
+    path = out / METADATA
+    atomic_write_text(path, csv_text(COLUMNS, rows))
+    return path

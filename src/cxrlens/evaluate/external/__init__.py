@@ -1,0 +1,1 @@
+"""External validation: the run's models on data from elsewhere (``cxrlens evaluate-external``)."""

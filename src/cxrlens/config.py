@@ -258,6 +258,13 @@ class AuditConfig(StrictModel):
     by: list[str] = Field(
         default_factory=lambda: ["source", "view", "sex", "age"], description="metadata columns to audit"
     )
+
+    @field_validator("by", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        """``source,view`` (from ``--set audit.by=source,view``) is the list [source, view]."""
+        return [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else value
+
     age_bins: list[int] = Field(default_factory=lambda: [18, 40, 60, 80], description="age bin edges (years)")
     flag_auroc: float = Field(
         0.7, gt=0.5, le=1.0, description="a column that alone predicts a label this well flags it as confounded"

@@ -5,6 +5,7 @@ import torch
 from captum.attr import FeatureAblation, Occlusion, ShapleyValueSampling
 
 from cxrlens.attribution import perturbation as P
+from cxrlens.attribution import segmentation as S
 from cxrlens.models import create_model
 
 
@@ -41,7 +42,7 @@ def test_occlusion_counts_passes_like_captum():
 def test_feature_ablation_equals_captum_per_label():
     model = randomised_tiny()
     x = torch.rand(1, 1, 40, 36)
-    mask = torch.from_numpy(P.grid_features(40, 36, 7))
+    mask = torch.from_numpy(S.grid_features(40, 36, 7))
     ours = P.feature_ablation(model, x, [1, 4], mask, baseline=0.2, batch=5)
     for i, target in enumerate([1, 4]):
         ref = FeatureAblation(model).attribute(x, feature_mask=mask[None, None], target=target, baselines=0.2)
@@ -51,7 +52,7 @@ def test_feature_ablation_equals_captum_per_label():
 def test_shapley_sampling_equals_captum_with_the_same_orders():
     model = randomised_tiny()
     x = torch.rand(1, 1, 40, 36)
-    mask = torch.from_numpy(P.grid_features(40, 36, 9))
+    mask = torch.from_numpy(S.grid_features(40, 36, 9))
     ours = P.shapley_value_sampling(model, x, [2, 0], mask, n_samples=3, batch=6,
                                     generator=torch.Generator().manual_seed(3))  # fmt: skip
     for i, target in enumerate([2, 0]):
@@ -64,7 +65,7 @@ def test_shapley_values_sum_to_the_output_change():
     """Efficiency: per order, the gains telescope to f(x) - f(baseline)."""
     model = randomised_tiny()
     x = torch.rand(1, 1, 32, 32)
-    mask = torch.from_numpy(P.grid_features(32, 32, 8))
+    mask = torch.from_numpy(S.grid_features(32, 32, 8))
     maps = P.shapley_value_sampling(model, x, [1], mask, n_samples=2, generator=torch.Generator().manual_seed(0))
     per_feature = torch.stack([maps[0][mask == f][0] for f in range(int(mask.max()) + 1)])
     with torch.no_grad():
@@ -74,7 +75,7 @@ def test_shapley_values_sum_to_the_output_change():
 
 def test_superpixels_are_consecutive_and_cover_the_image():
     image = torch.rand(64, 64).numpy()
-    labels = P.superpixels(image, n_segments=16)
+    labels = S.superpixels(image, n_segments=16)
     assert labels.shape == (64, 64) and labels.min() == 0
     assert sorted(set(labels.ravel().tolist())) == list(range(labels.max() + 1))
 

@@ -1,14 +1,15 @@
-"""Model preparation for hook-based attribution: cxrlens.attribution.prepare and the exact max-pool rule.
+"""Model preparation for hook-based attribution: cxrlens.attribution.prepare and the complete max-pool rule.
 
 Every network here has randomised batch-norm statistics and affine parameters (:func:`randomise_batchnorm`):
 a fresh network is positively homogeneous (f(0) = 0), so a black baseline would pass completeness whatever
-DeepLIFT did (reference.md section 7). The tests assert that f(0) is clearly nonzero.
+DeepLIFT did (a pitfall we measured on these backbones). The tests assert that f(0) is clearly nonzero.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import inspect
 from collections.abc import Callable
 
 import pytest
@@ -17,11 +18,12 @@ import torch.nn.functional as F
 from captum.attr import DeepLift, GuidedBackprop, IntegratedGradients
 from torch import Tensor, nn
 
+from cxrlens.attribution import deeplift_rules
 from cxrlens.attribution.deeplift_rules import (
-    ExactMaxPool2d,
-    exact_maxpool2d_multipliers,
-    exact_rules_registered,
-    register_exact_rules,
+    CompleteMaxPool2d,
+    complete_maxpool2d_multipliers,
+    complete_rules_registered,
+    register_complete_rules,
 )
 from cxrlens.attribution.prepare import audit_model, check_prepared, is_prepared, prepare_model
 from cxrlens.errors import MethodError
@@ -198,19 +200,19 @@ def test_deeplift_completeness(name: str) -> None:
     assert error <= DEEPLIFT_RTOL * abs(delta) + DEEPLIFT_ATOL, f"{name}: error {error:.3g} of Δf = {delta:.3g}"
 
 
-def test_exact_maxpool_rule_matters_on_inception_resnet_v2() -> None:
+def test_complete_maxpool_rule_matters_on_inception_resnet_v2() -> None:
     """Captum's stock max-pool rule (hooks wired correctly) is far off: non-constant baseline windows behind
     padded convolutions, and overlapping 3x3/2 windows whose shares max_unpool overwrites."""
     original, prepared, _ = _models("inception_resnet_v2")
     target, delta = _assert_not_trivial("inception_resnet_v2")
-    stock = prepare_model(original, exact_maxpool=False)
-    assert not any(isinstance(m, ExactMaxPool2d) for m in stock.modules())
-    assert any(isinstance(m, ExactMaxPool2d) for m in prepared.modules())
+    stock = prepare_model(original, complete_maxpool=False)
+    assert not any(isinstance(m, CompleteMaxPool2d) for m in stock.modules())
+    assert any(isinstance(m, CompleteMaxPool2d) for m in prepared.modules())
     x = image(size=_size("inception_resnet_v2"))
-    exact_error = _deeplift_error(prepared, x, target, delta) / abs(delta)
+    complete_error = _deeplift_error(prepared, x, target, delta) / abs(delta)
     stock_error = _deeplift_error(stock, x, target, delta) / abs(delta)
-    assert exact_error <= DEEPLIFT_RTOL
-    assert stock_error > 10 * max(exact_error, 1e-3), (stock_error, exact_error)
+    assert complete_error <= DEEPLIFT_RTOL
+    assert stock_error > 10 * max(complete_error, 1e-3), (stock_error, complete_error)
 
 
 class PaddedPoolNet(nn.Module):
@@ -233,7 +235,7 @@ class PaddedPoolNet(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
-def test_exact_maxpool_rule_matters_on_small_net() -> None:
+def test_complete_maxpool_rule_matters_on_small_net() -> None:
     torch.manual_seed(3)
     net = PaddedPoolNet().eval()
     x = image(size=24)
@@ -241,29 +243,31 @@ def test_exact_maxpool_rule_matters_on_small_net() -> None:
         f0 = float(net(torch.zeros_like(x))[0, 0])
         delta = float(net(x)[0, 0]) - f0
     assert abs(f0) > 1e-3 and abs(delta) > 1e-2
-    errors = {flag: _deeplift_error(prepare_model(net, x, exact_maxpool=flag), x, 0, delta) for flag in (True, False)}
+    errors = {
+        flag: _deeplift_error(prepare_model(net, x, complete_maxpool=flag), x, 0, delta) for flag in (True, False)
+    }
     assert errors[True] <= DEEPLIFT_RTOL * abs(delta) + DEEPLIFT_ATOL
     assert errors[False] > 10 * errors[True] and errors[False] > 0.02 * abs(delta), errors
 
 
-def test_exact_maxpool_rule_known_answer() -> None:
+def test_complete_maxpool_rule_known_answer() -> None:
     """Windows of width 2, stride 1, padding 1 over x = [1, 4, 2] against x' = [0, 0, 3] (Δx = [1, 4, -1]).
 
     Outputs y = [1, 4, 4, 2], y' = [0, 0, 3, 3]; with upstream multipliers g = [1, 2, 3, 4] each window w gives
     its inputs g_w·Δy_w·|Δx_i|/Σ|Δx|:  w0 {x0}: 1·1 -> x0 1;  w1 {x0, x1}: 2·4 -> x0 1.6, x1 6.4;
     w2 {x1, x2}: 3·1 -> x1 2.4, x2 0.6;  w3 {x2}: 4·(-1) -> x2 -4.  Contributions [2.6, 8.8, -3.4] sum to 8.
     """
-    pool = ExactMaxPool2d((1, 2), stride=1, padding=(0, 1))
+    pool = CompleteMaxPool2d((1, 2), stride=1, padding=(0, 1))
     x = torch.tensor([[[[1.0, 4.0, 2.0]]]])
     x_ref = torch.tensor([[[[0.0, 0.0, 3.0]]]])
     grad = torch.tensor([[[[1.0, 2.0, 3.0, 4.0]]]])
-    multipliers, _ = exact_maxpool2d_multipliers(pool, x, x_ref, grad)
+    multipliers, _ = complete_maxpool2d_multipliers(pool, x, x_ref, grad)
     expected = torch.tensor([2.6, 8.8, -3.4])
     torch.testing.assert_close((multipliers * (x - x_ref)).flatten(), expected)
     torch.testing.assert_close(multipliers.flatten(), expected / torch.tensor([1.0, 4.0, -1.0]))
 
     # the same through captum's DeepLift: pool -> linear layer with weights g
-    register_exact_rules()
+    register_complete_rules()
     linear = nn.Linear(4, 1, bias=False)
     with torch.no_grad():
         linear.weight.copy_(grad.flatten()[None])
@@ -278,15 +282,41 @@ def test_exact_maxpool_rule_known_answer() -> None:
 @pytest.mark.parametrize(
     ("kernel", "stride", "padding", "ceil_mode"), [(3, 2, 0, False), (3, 2, 1, True), (2, 2, 0, False)]
 )
-def test_exact_maxpool_rule_sums_to_delta(kernel: int, stride: int, padding: int, ceil_mode: bool) -> None:
+def test_complete_maxpool_rule_sums_to_delta(kernel: int, stride: int, padding: int, ceil_mode: bool) -> None:
     pool = nn.MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode)
     generator = torch.Generator().manual_seed(0)
     x, x_ref = torch.randn(2, 2, 2, 9, 9, generator=generator)
     grad = torch.randn(pool(x).shape, generator=generator)
-    multipliers, _ = exact_maxpool2d_multipliers(pool, x, x_ref, grad)
+    multipliers, _ = complete_maxpool2d_multipliers(pool, x, x_ref, grad)
     torch.testing.assert_close(
         (multipliers * (x - x_ref)).sum(dim=(1, 2, 3)), (grad * (pool(x) - pool(x_ref))).sum(dim=(1, 2, 3))
     )
+
+
+def test_complete_maxpool_rule_is_complete_but_not_the_unique_complete_rule() -> None:
+    """The known-answer example again: splitting each window's g_w·Δy_w over its inputs in proportion to Δx_i²
+    instead of |Δx_i| is complete too (the shares still add up to 8) yet gives other contributions. Hence the
+    rule is named *a complete* rule, not *the exact* one.
+
+    w0 {x0}: 1 -> x0 1;  w1 {x0, x1}: 8 split 1:16;  w2 {x1, x2}: 3 split 16:1;  w3 {x2}: -4 -> x2 -4.
+    """
+    pool = CompleteMaxPool2d((1, 2), stride=1, padding=(0, 1))
+    x = torch.tensor([[[[1.0, 4.0, 2.0]]]])
+    x_ref = torch.tensor([[[[0.0, 0.0, 3.0]]]])
+    grad = torch.tensor([[[[1.0, 2.0, 3.0, 4.0]]]])
+    multipliers, _ = complete_maxpool2d_multipliers(pool, x, x_ref, grad)
+    ours = (multipliers * (x - x_ref)).flatten()
+    squared = torch.tensor([1 + 8 / 17, 8 * 16 / 17 + 3 * 16 / 17, 3 / 17 - 4])
+    total = float((grad * (pool(x) - pool(x_ref))).sum())
+    assert total == pytest.approx(8.0)
+    assert float(ours.sum()) == pytest.approx(total) and float(squared.sum()) == pytest.approx(total)
+    assert (ours - squared).abs().max() > 0.5
+
+
+def test_the_max_pool_rule_is_named_complete_not_exact() -> None:
+    assert "complete_maxpool" in inspect.signature(prepare_model).parameters
+    assert "exact_maxpool" not in inspect.signature(prepare_model).parameters
+    assert deeplift_rules.__all__ and not [name for name in deeplift_rules.__all__ if "exact" in name.lower()]
 
 
 class SharedInputPoolNet(nn.Module):
@@ -306,16 +336,16 @@ class SharedInputPoolNet(nn.Module):
         return self.fc(torch.cat([self.branch(h), self.pool(h)], dim=1).mean(dim=(2, 3)))
 
 
-def test_exact_maxpool_rule_keeps_other_branches_of_a_shared_input(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_complete_maxpool_rule_keeps_other_branches_of_a_shared_input(monkeypatch: pytest.MonkeyPatch) -> None:
     """Captum hooks the pool's *input tensor*; the branch's gradient arrives there too and must survive.
 
     No preparation here (it would give the pool a private copy of its input): the rule itself must cope.
     """
     from captum.attr._core import deep_lift
 
-    register_exact_rules()
+    register_complete_rules()
     torch.manual_seed(5)
-    net = SharedInputPoolNet(ExactMaxPool2d(3, stride=2)).eval()
+    net = SharedInputPoolNet(CompleteMaxPool2d(3, stride=2)).eval()
     x = image(size=24)
     assert audit_model(net, x).shared_inputs == [("", "pool")]
     with torch.no_grad():
@@ -324,19 +354,19 @@ def test_exact_maxpool_rule_keeps_other_branches_of_a_shared_input(monkeypatch: 
     assert _deeplift_error(net, x, 0, delta) <= DEEPLIFT_RTOL * abs(delta) + DEEPLIFT_ATOL
 
     def without_correction(module, inputs, outputs, grad_input, grad_output, eps=1e-10):  # type: ignore[no-untyped-def]
-        mult, mult_ref = exact_maxpool2d_multipliers(module, *inputs.chunk(2), *grad_output.chunk(2))
+        mult, mult_ref = complete_maxpool2d_multipliers(module, *inputs.chunk(2), *grad_output.chunk(2))
         return torch.cat([mult, mult_ref])
 
-    monkeypatch.setitem(deep_lift.SUPPORTED_NON_LINEAR, ExactMaxPool2d, without_correction)
+    monkeypatch.setitem(deep_lift.SUPPORTED_NON_LINEAR, CompleteMaxPool2d, without_correction)
     assert _deeplift_error(net, x, 0, delta) > 0.05 * abs(delta)  # the branch's gradient was overwritten
 
 
-def test_register_exact_rules_is_idempotent() -> None:
+def test_register_complete_rules_is_idempotent() -> None:
     from captum.attr._core import deep_lift
 
-    register_exact_rules()
-    register_exact_rules()
-    assert exact_rules_registered()
+    register_complete_rules()
+    register_complete_rules()
+    assert complete_rules_registered()
     assert deep_lift.SUPPORTED_NON_LINEAR[nn.MaxPool2d] is deep_lift.maxpool2d  # captum's own rule untouched
 
 
@@ -416,7 +446,7 @@ def test_audit_finds_the_tiny_models_problems() -> None:
     names = dict(prepared.backbone.named_children())
     assert {"relu", "relu_call2", "relu_fn"} <= names.keys()
     assert all(not m.inplace for m in prepared.modules() if isinstance(m, nn.ReLU))
-    assert isinstance(prepared.backbone.pool, ExactMaxPool2d)
+    assert isinstance(prepared.backbone.pool, CompleteMaxPool2d)
 
 
 class ReusedInSequential(nn.Module):
@@ -439,7 +469,7 @@ def test_sequential_owner_stays_an_indexable_sequential() -> None:
     body = prepared.body
     assert isinstance(body, nn.Sequential) and body[1] is not body[3]
     assert [name for name, _ in body.named_children()] == ["0", "1", "2", "3", "pool"]
-    assert isinstance(body.pool, ExactMaxPool2d)
+    assert isinstance(body.pool, CompleteMaxPool2d)
     assert audit_model(prepared, x).clean
     check_prepared(net, prepared, x)
     # the prepared copy can be copied and prepared again (nothing left to do)

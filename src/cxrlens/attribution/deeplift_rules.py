@@ -1,30 +1,35 @@
-"""An exact DeepLIFT rule for 2-D max-pooling, plugged into captum's :class:`~captum.attr.DeepLift`.
+"""A complete DeepLIFT rule for 2-D max-pooling, plugged into captum's :class:`~captum.attr.DeepLift`.
 
 Why
     Captum's max-pool rule routes each window's output difference ``Δy = max(x) - max(x')`` to the input
-    that is the arg-max *for the input*, divided by that input's own ``Δx``. That is exact only where the
+    that is the arg-max *for the input*, divided by that input's own ``Δx``. That is complete only where the
     baseline ``x'`` is constant over the window. Behind a padded convolution the baseline's activations
-    differ at the borders, and InceptionResNetV2 then misses completeness by 2-23 %. Captum also writes the
-    routed values back with ``max_unpool2d``, which *assigns* rather than adds, so two overlapping windows
-    sharing an arg-max lose one contribution.
+    differ at the borders, and InceptionResNetV2 then misses completeness by 2-23 % (measured with captum
+    0.9). Captum also writes the routed values back with ``max_unpool2d``, which *assigns* rather than adds,
+    so two overlapping windows sharing an arg-max lose one contribution.
 
-The rule (for one sample, channel and output window ``w``; ``i`` runs over the window's real inputs,
-padded positions are not inputs and get nothing)::
+The rule: each window's output change split over its inputs in proportion to their change. For one sample,
+channel and output window ``w`` (``i`` runs over the window's real inputs; padded positions are not inputs
+and get nothing)::
 
     Δx_i = x_i - x'_i        Δy_w = max_i x_i - max_i x'_i        S_w = Σ_i |Δx_i|
     contribution of x_i to y_w   c_iw = Δy_w · |Δx_i| / S_w
     multiplier                   m_iw = c_iw / Δx_i = Δy_w · sign(Δx_i) / S_w
 
-so ``Σ_i m_iw · Δx_i = Δy_w`` exactly, for any baseline. Because ``|Δy_w| <= max_i |Δx_i| <= S_w`` the ratio
-``Δy_w / S_w`` lies in [-1, 1] and needs no epsilon. A window whose inputs did not change (``S_w = 0``,
-hence ``Δy_w = 0``) passes the plain gradient (to its arg-max), as DeepLIFT's rescale rule does for
-``Δx = 0``; it contributes nothing either way. Overlapping windows add up: the multiplier passed back to
-``x_i`` is ``Σ_w g_w · m_iw`` with ``g_w`` the multiplier arriving at ``y_w``.
+so ``Σ_i m_iw · Δx_i = Δy_w`` for any baseline: the rule is *complete* (DeepLIFT's summation-to-delta,
+Shrikumar et al., ICML 2017). It is not the unique complete rule: any split of ``Δy_w`` over the window's
+inputs whose shares add up to ``Δy_w`` is complete as well (captum's arg-max routing is, where the baseline
+is constant over the window; so is a split in proportion to ``Δx_i²``). This one is chosen because it is
+defined for any baseline, treats inputs with the same change alike and needs no epsilon: because
+``|Δy_w| <= max_i |Δx_i| <= S_w`` the ratio ``Δy_w / S_w`` lies in [-1, 1]. A window whose inputs did not
+change (``S_w = 0``, hence ``Δy_w = 0``) passes the plain gradient (to its arg-max), as DeepLIFT's rescale
+rule does for ``Δx = 0``; it contributes nothing either way. Overlapping windows add up: the multiplier
+passed back to ``x_i`` is ``Σ_w g_w · m_iw`` with ``g_w`` the multiplier arriving at ``y_w``.
 
-The module :class:`ExactMaxPool2d` is an :class:`torch.nn.MaxPool2d` with the same forward; only
+The module :class:`CompleteMaxPool2d` is an :class:`torch.nn.MaxPool2d` with the same forward; only
 captum's DeepLift (and DeepLiftShap, LayerDeepLift, which share its table) treats it differently, because
 captum looks rules up by *exact* type in ``captum.attr._core.deep_lift.SUPPORTED_NON_LINEAR``.
-:func:`register_exact_rules` adds the entry (idempotent; called by ``prepare_model``, never at import).
+:func:`register_complete_rules` adds the entry (idempotent; called by ``prepare_model``, never at import).
 Guided backprop and gradient methods see an ordinary max-pool.
 
 Shared inputs: captum hooks the *input tensor* of a non-linear module, so when that tensor also feeds
@@ -37,32 +42,34 @@ from __future__ import annotations
 
 from typing import Any
 
+import captum
 import torch
 import torch.nn.functional as F
+from captum.attr._core import deep_lift, lrp
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
 from cxrlens.errors import MethodError
 
 __all__ = [
-    "ExactMaxPool2d",
-    "exact_maxpool2d_multipliers",
-    "exact_maxpool2d_rule",
-    "exact_rules_registered",
-    "register_exact_rules",
+    "CompleteMaxPool2d",
+    "complete_maxpool2d_multipliers",
+    "complete_maxpool2d_rule",
+    "complete_rules_registered",
+    "register_complete_rules",
 ]
 
 
-class ExactMaxPool2d(nn.MaxPool2d):
-    """:class:`torch.nn.MaxPool2d` (same forward) that captum's DeepLift gives an exact rule.
+class CompleteMaxPool2d(nn.MaxPool2d):
+    """:class:`torch.nn.MaxPool2d` (same forward) that captum's DeepLift gives a complete rule.
 
-    See the module docstring for the rule; :func:`register_exact_rules` must have run (``prepare_model``
+    See the module docstring for the rule; :func:`register_complete_rules` must have run (``prepare_model``
     does it) for DeepLift to use it.
     """
 
     @classmethod
-    def from_module(cls, pool: nn.MaxPool2d) -> ExactMaxPool2d:
-        """The exact counterpart of ``pool`` (same hyper-parameters and training flag)."""
+    def from_module(cls, pool: nn.MaxPool2d) -> CompleteMaxPool2d:
+        """The counterpart of ``pool`` with the complete rule (same hyper-parameters and training flag)."""
         if pool.return_indices:
             raise MethodError(f"{pool} returns indices; DeepLIFT cannot attribute through it")
         new = cls(
@@ -87,7 +94,7 @@ def _argmax_backward(pool: nn.MaxPool2d, inputs: Tensor, grad: Tensor) -> Tensor
     return out.view_as(inputs)
 
 
-def exact_maxpool2d_multipliers(
+def complete_maxpool2d_multipliers(
     pool: nn.MaxPool2d, x: Tensor, x_ref: Tensor, grad_out: Tensor, grad_out_ref: Tensor | None = None
 ) -> tuple[Tensor, Tensor | None]:
     """DeepLIFT multipliers of ``pool`` for inputs ``x`` against ``x_ref`` (both ``[B, C, H, W]``).
@@ -142,7 +149,7 @@ def exact_maxpool2d_multipliers(
     return mult, mult_ref
 
 
-def exact_maxpool2d_rule(
+def complete_maxpool2d_rule(
     module: nn.Module,
     inputs: Tensor,
     outputs: Tensor,
@@ -150,7 +157,7 @@ def exact_maxpool2d_rule(
     grad_output: Tensor | tuple[Tensor, ...],
     eps: float = 1e-10,
 ) -> Tensor:
-    """Captum DeepLift rule (signature of ``captum.attr._core.deep_lift.maxpool2d``) for ExactMaxPool2d.
+    """Captum DeepLift rule (signature of ``captum.attr._core.deep_lift.maxpool2d``) for CompleteMaxPool2d.
 
     ``inputs``/``outputs`` hold the input half and the reference half stacked along the batch; ``grad_input``
     is the full gradient of the pool's input tensor (which may include other branches that read the same
@@ -158,7 +165,7 @@ def exact_maxpool2d_rule(
     """
     del outputs, eps  # recomputed from the inputs; the ratio Δy/S is bounded, no epsilon needed
     if not isinstance(module, nn.MaxPool2d):
-        raise MethodError(f"exact max-pool rule called on {type(module).__name__}")
+        raise MethodError(f"complete max-pool rule called on {type(module).__name__}")
     grad_in = grad_input[0] if isinstance(grad_input, tuple) else grad_input
     grad_out = grad_output[0] if isinstance(grad_output, tuple) else grad_output
     if grad_in.shape != inputs.shape:
@@ -169,45 +176,37 @@ def exact_maxpool2d_rule(
     with torch.no_grad():
         x, x_ref = inputs.chunk(2)
         g, g_ref = grad_out.chunk(2)
-        mult, mult_ref = exact_maxpool2d_multipliers(module, x, x_ref, g, g_ref)
+        mult, mult_ref = complete_maxpool2d_multipliers(module, x, x_ref, g, g_ref)
         assert mult_ref is not None
         own_share = _argmax_backward(module, inputs, grad_out)
         return grad_in - own_share + torch.cat([mult, mult_ref])
 
 
 def _captum_tables() -> tuple[dict[type[nn.Module], Any], dict[type[nn.Module], Any] | None]:
-    try:
-        from captum.attr._core import deep_lift
-    except ImportError as err:
-        raise MethodError(f"captum's DeepLift cannot be imported ({err}); install captum>=0.8") from err
     table = getattr(deep_lift, "SUPPORTED_NON_LINEAR", None)
     if not isinstance(table, dict):
-        import captum
-
         raise MethodError(
             f"captum {captum.__version__} has no rule table captum.attr._core.deep_lift.SUPPORTED_NON_LINEAR; "
-            "the exact max-pool rule cannot be registered (use prepare_model(..., exact_maxpool=False) or a "
+            "the complete max-pool rule cannot be registered (use prepare_model(..., complete_maxpool=False) or a "
             "captum version with that table, e.g. 0.8-0.9)"
         )
-    from captum.attr._core import lrp
-
     lrp_table = getattr(lrp, "SUPPORTED_LAYERS_WITH_RULES", None)
     return table, lrp_table if isinstance(lrp_table, dict) else None
 
 
-def register_exact_rules() -> None:
-    """Give :class:`ExactMaxPool2d` the exact rule in captum's DeepLift table (idempotent).
+def register_complete_rules() -> None:
+    """Give :class:`CompleteMaxPool2d` the complete rule in captum's DeepLift table (idempotent).
 
     LRP keys its rules by exact type too; the subclass gets the rule LRP uses for ``nn.MaxPool2d`` so LRP
     keeps working on prepared models.
     """
     table, lrp_table = _captum_tables()
-    table[ExactMaxPool2d] = exact_maxpool2d_rule
+    table[CompleteMaxPool2d] = complete_maxpool2d_rule
     if lrp_table is not None and nn.MaxPool2d in lrp_table:
-        lrp_table.setdefault(ExactMaxPool2d, lrp_table[nn.MaxPool2d])
+        lrp_table.setdefault(CompleteMaxPool2d, lrp_table[nn.MaxPool2d])
 
 
-def exact_rules_registered() -> bool:
-    """Whether captum's DeepLift currently uses the exact rule for :class:`ExactMaxPool2d`."""
+def complete_rules_registered() -> bool:
+    """Whether captum's DeepLift currently uses the complete rule for :class:`CompleteMaxPool2d`."""
     table, _ = _captum_tables()
-    return table.get(ExactMaxPool2d) is exact_maxpool2d_rule
+    return table.get(CompleteMaxPool2d) is complete_maxpool2d_rule

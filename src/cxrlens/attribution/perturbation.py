@@ -4,7 +4,8 @@ One forward pass yields all logits, so occlusion, feature ablation and Shapley v
 compute every requested label at once instead of repeating the passes per label (captum's
 per-label loop). Semantics equal captum's ``Occlusion``, ``FeatureAblation`` and
 ``ShapleyValueSampling`` (tests compare them); the passes run without autograd, in batches of
-``batch`` perturbed images.
+``batch`` perturbed images. Features (superpixels or grid cells) come from
+:mod:`cxrlens.attribution.segmentation`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 
-import numpy as np
 import torch
 
 Forward = Callable[[torch.Tensor], torch.Tensor]  # [B, 1, H, W] -> [B, L]
@@ -179,25 +179,3 @@ def shapley_value_sampling(
 def _check_single(x: torch.Tensor) -> None:
     if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 1:
         raise ValueError(f"expected one grey image [1, 1, H, W], got {tuple(x.shape)}")
-
-
-def superpixels(image: np.ndarray, n_segments: int = 256, compactness: float = 0.2) -> np.ndarray:
-    """SLIC superpixels of a preprocessed grey image, relabelled to consecutive ids 0..F-1."""
-    from skimage.segmentation import slic
-
-    labels = slic(
-        np.asarray(image, dtype=np.float64),
-        n_segments=n_segments,
-        compactness=compactness,
-        channel_axis=None,
-        start_label=0,
-    )
-    _, consecutive = np.unique(labels, return_inverse=True)
-    return consecutive.reshape(labels.shape).astype(np.int64)
-
-
-def grid_features(height: int, width: int, cell: int) -> np.ndarray:
-    """Square cells of ``cell`` pixels as features (ids 0..F-1, row-major)."""
-    rows = np.arange(height) // cell
-    cols = np.arange(width) // cell
-    return (rows[:, None] * (int(np.ceil(width / cell))) + cols[None, :]).astype(np.int64)

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from cxrlens.cli import data, evaluate, explain, report, train, xai
+from cxrlens.cli import audit, data, evaluate, explain, report, train, xai
 from cxrlens.cli.common import err_console, tune_allocator
 from cxrlens.errors import CxrlensError
 
@@ -24,6 +24,7 @@ app.command("cv")(train.cv_cmd)
 app.command("predict")(train.predict_cmd)
 app.command("evaluate")(evaluate.evaluate_cmd)
 app.command("evaluate-external")(evaluate.evaluate_external_cmd)
+app.command("audit")(audit.audit_cmd)
 app.command("methods")(explain.methods_cmd)
 app.command("explain")(explain.explain_cmd)
 app.command("nap")(explain.nap_cmd)

@@ -124,6 +124,7 @@ CONFIG_KEYS: dict[str, Target] = {
     "predict_model": "predict.model",
     "predict_fold": "predict.fold",
     "external_name": "external.name",
+    "audit_by": "audit.by",
     "report_out": _text("report.out"),
 }
 

@@ -180,6 +180,7 @@ def summarise(stage: Stage, maps: list[ScoredMap]) -> XaiResult:
     mixed = sorted(f"{k[1]} on {k[0]}" for k, v in params_per_cell.items() if len(v) > 1)
     if mixed:
         stage.note(f"maps made with different parameters are pooled for {', '.join(mixed)}")
+    source_of = {name: record.source for name, record in stage.images.records.items()}
     words = verdict(ranked, sanity_rows=sanity_table, metrics=rows_of, n_maps=len(maps), n_images=n_images)
     return XaiResult(
         settings={**s.describe(), "n_images": n_images},
@@ -188,7 +189,7 @@ def summarise(stage: Stage, maps: list[ScoredMap]) -> XaiResult:
         metrics=metrics,
         sanity={"threshold": SANITY_THRESHOLD, "rows": sanity_table},
         ranking={"methods": ranked.methods, "models": ranked.models, "verdict": words},
-        shortcut=shortcut_audit(maps, stage.run.layout, s),
+        shortcut=shortcut_audit(maps, stage.run.layout, s, source_of),
         no_positive_maps=no_positive,
     )
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -232,32 +233,44 @@ def sanity_rows(maps: list[ScoredMap]) -> list[dict[str, Any]]:
     return rows
 
 
-def shortcut_audit(maps: list[ScoredMap], layout: RunLayout, s: Settings) -> dict[str, Any]:
-    """Per model: attribution outside the lungs, on the border frame and on the padding; the top images."""
+def _shortcut_row(items: list[ScoredMap], s: Settings) -> dict[str, Any]:
+    outside = interval(items, "outside_lung_share", s)
+    border = interval(items, "border_share", s)
+    padding = interval(items, "padding_share", s)
+    return {
+        "outside_lung_share": outside.mean,
+        "ci_low": outside.low,
+        "ci_high": outside.high,
+        "border_share": border.mean,
+        "border_ci_low": border.low,
+        "border_ci_high": border.high,
+        "padding_share": padding.mean,
+        "padding_ci_low": padding.low,
+        "padding_ci_high": padding.high,
+        "n": outside.n,
+        "n_images": outside.n_groups,
+        "n_maps": len(items),
+    }
+
+
+def shortcut_audit(
+    maps: list[ScoredMap], layout: RunLayout, s: Settings, source_of: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Per model (and per model and image source): attribution outside the lungs, on the border frame and on
+    the padding; the images that rely most on what lies outside the lungs. ``source_of``: image -> source
+    (images outside the run's data count as "outside")."""
     explanations = layout.explanations
-    rows, top = [], []
+    rows, top, by_source = [], [], []
+    sources = source_of or {}
     for model in model_order(maps):
         items = [m for m in maps if m.model == model]
-        outside = interval(items, "outside_lung_share", s)
-        border = interval(items, "border_share", s)
-        padding = interval(items, "padding_share", s)
-        rows.append(
-            {
-                "model": model,
-                "outside_lung_share": outside.mean,
-                "ci_low": outside.low,
-                "ci_high": outside.high,
-                "border_share": border.mean,
-                "border_ci_low": border.low,
-                "border_ci_high": border.high,
-                "padding_share": padding.mean,
-                "padding_ci_low": padding.low,
-                "padding_ci_high": padding.high,
-                "n": outside.n,
-                "n_images": outside.n_groups,
-                "n_maps": len(items),
-            }
-        )
+        rows.append({"model": model, **_shortcut_row(items, s)})
+        per_source: dict[str, list[ScoredMap]] = defaultdict(list)
+        for item in items:
+            per_source[sources.get(item.image, "outside")].append(item)
+        if len(per_source) > 1 or source_of:
+            for source, part in sorted(per_source.items()):
+                by_source.append({"model": model, "source": source, **_shortcut_row(part, s)})
         ranked = sorted(
             (m for m in items if math.isfinite(m.value("outside_lung_share"))),
             key=lambda m: (-m.value("outside_lung_share"), m.image, m.method, m.label),
@@ -280,4 +293,4 @@ def shortcut_audit(maps: list[ScoredMap], layout: RunLayout, s: Settings) -> dic
             )
             if len(seen) >= TOP_IMAGES:
                 break
-    return {"rows": rows, "top_images": top}
+    return {"rows": rows, "by_source": by_source, "top_images": top}

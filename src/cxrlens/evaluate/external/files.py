@@ -81,9 +81,9 @@ def labels_figure(entry: dict[str, Any], name: str) -> Any:
     fig = new_figure(max(5.0, 0.9 * len(labels) + 2.5), 4.0, constrained=True)
     ax = fig.add_subplot()
     x = np.arange(len(labels))
-    bars = (("sensitivity", "external", entry), ("specificity", "external", entry))
-    own = entry.get("in_domain") or {"labels": {}}
-    bars += (("sensitivity", "in-domain", own), ("specificity", "in-domain", own))
+    own: dict[str, Any] = entry.get("in_domain") or {"labels": {}}
+    bars = [(metric, where, part) for where, part in (("external", entry), ("in-domain", own))
+            for metric in ("sensitivity", "specificity")]  # fmt: skip
     width = 0.8 / len(bars)
     for k, (metric, where, part) in enumerate(bars):
         values = [(part["labels"].get(label) or {}).get(metric) for label in labels]
@@ -99,7 +99,7 @@ def labels_figure(entry: dict[str, Any], name: str) -> Any:
 def write_files(result: dict[str, Any], files: ExternalFiles) -> dict[str, Any]:
     """Tables and figures; returns their paths relative to the external folder."""
     written: dict[str, Any] = {"tables": {}, "figures": {}}
-    tables = {"summary.md": summary_markdown(result), "labels.csv": labels_csv(result)}
+    tables = {"summary.md": summary_markdown(result), "label_numbers.csv": labels_csv(result)}
     for name, text in tables.items():
         atomic_write_text(files.tables / name, text)
         written["tables"][name] = (files.tables / name).relative_to(files.root).as_posix()

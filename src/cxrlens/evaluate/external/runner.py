@@ -28,7 +28,7 @@ from cxrlens.evaluate.external.files import write_files
 from cxrlens.evaluate.external.predictions import predict_external
 from cxrlens.evaluate.external.scoring import external_scores, in_domain_scores
 from cxrlens.evaluate.external.stats import Scored, summarise
-from cxrlens.fileio import write_json
+from cxrlens.fileio import json_ready, write_json
 from cxrlens.models.names import ENSEMBLE, ENSEMBLE_MEAN, ENSEMBLE_VOTE
 from cxrlens.run import Run
 
@@ -159,6 +159,7 @@ def evaluate_external(
         "headline": headline,
         "errors": explained,
     }
+    metrics = json_ready(metrics)  # NaN (undefined) -> None, as in the file
     metrics["files"] = write_files(metrics, files)
     write_json(files.metrics, metrics)
     return ExternalResult(name, str(files.root), metrics)

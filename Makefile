@@ -18,9 +18,12 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/cxrlens data summary --data @sample
-	$(BIN)/cxrlens data split --data @sample --folds 3 --seed 0 --out $(DEMO)/splits.csv
+	$(BIN)/cxrlens data split --data @sample --folds 3 --seed 0 --out $(DEMO)/splits.csv \
+		--external-fraction 0.2 --external-out $(DEMO)/external
 	$(BIN)/cxrlens cv --config configs/demo.yaml --run $(DEMO)/run --splits $(DEMO)/splits.csv --cache $(DEMO)/cache
 	$(BIN)/cxrlens evaluate --run $(DEMO)/run
+	$(BIN)/cxrlens evaluate-external --run $(DEMO)/run --data $(DEMO)/external --name sample-holdout
+	$(BIN)/cxrlens audit --run $(DEMO)/run
 	$(BIN)/cxrlens explain --run $(DEMO)/run
 	$(BIN)/cxrlens evaluate-explanations --run $(DEMO)/run --steps 10 --sanity-images 1 --stability-images 1
 	$(BIN)/cxrlens nap --run $(DEMO)/run --model resnet18

@@ -6,7 +6,16 @@ import pytest
 from cxrlens.config import DataConfig, SplitConfig
 from cxrlens.data.labels import choose_labels
 from cxrlens.data.sources import load_dataset
-from cxrlens.data.splits import SplitRow, check_splits, fold_files, make_splits, read_splits, write_splits
+from cxrlens.data.splits import (
+    SplitRow,
+    absent_training_labels,
+    check_splits,
+    fold_files,
+    fold_sources,
+    make_splits,
+    read_splits,
+    write_splits,
+)
 from cxrlens.errors import DataError
 from tests.conftest import make_dataset
 
@@ -96,3 +105,32 @@ def test_real_data_splits_never_share_patients(realdata, scheme):
         test = [r.filename for r in rows if r.fold == fold and r.subset == "test"]
         rate = np.mean([f in covid for f in test])
         assert abs(rate - overall) < 0.08
+
+
+def test_by_source_folds_test_one_source_and_report_labels_missing_from_training():
+    dataset = load_dataset(cfg=DataConfig())  # the embedded sample: cohen and kermany
+    space, _ = choose_labels([r.labels for r in dataset.records])
+    rows = make_splits(dataset, space, SplitConfig(scheme="by-source", val_fraction=0.2))
+    source_of = {r.filename: r.source for r in dataset.records}
+    assert fold_sources(dataset) == ["cohen", "kermany"]
+    for fold, source in enumerate(fold_sources(dataset)):
+        assert {source_of[r.filename] for r in rows if r.fold == fold and r.subset == "test"} == {source}
+        assert {source_of[r.filename] for r in rows if r.fold == fold and r.subset != "test"} == {
+            "cohen",
+            "kermany",
+        } - {source}
+    missing = absent_training_labels(rows, dataset, space)
+    assert "COVID-19" in missing[0]  # every COVID-19 image is a cohen image: fold 0 cannot learn it
+    assert "Bacterial Pneumonia" not in missing.get(0, [])
+
+
+def test_by_source_needs_two_sources(tmp_path):
+    from cxrlens.config import DataConfig
+    from cxrlens.data.labels import choose_labels
+    from cxrlens.data.sources import load_dataset
+    from tests.conftest import make_dataset
+
+    dataset = load_dataset(cfg=DataConfig(sources=[str(make_dataset(tmp_path / "d"))]))
+    space, _ = choose_labels([r.labels for r in dataset.records], min_images=1)
+    with pytest.raises(DataError, match="by-source splits need at least two sources"):
+        make_splits(dataset, space, SplitConfig(scheme="by-source"))

@@ -6,7 +6,7 @@ import torch
 from cxrlens.errors import ModelError, RegistryError
 from cxrlens.models import count_parameters, create_model, get_spec, model_names
 
-TABLE1 = {  # reference.md §4: trainable parameters with a 14-label head and 3-channel input
+TABLE1 = {  # the paper's Table 1 (Chatterjee et al. 2024): trainable parameters, 14-label head, 3-channel input
     "resnet18": 11_183_694,
     "resnet34": 21_291_854,
     "inception_v3": 24_382_716,

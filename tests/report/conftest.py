@@ -11,7 +11,8 @@ from tests.report.runs import build_tiny_run, build_xss_run
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
-    """A tiny trained run: a report before anything else, then evaluation, explanations, NAP and xai, and a report."""
+    """A tiny trained run: a report before anything else, then evaluation, explanations, NAP, xai, audit, an external
+    set, and a report."""
     return build_tiny_run(tmp_path_factory.mktemp("report"))
 
 

@@ -15,6 +15,7 @@ from cxrlens.report.builder import build_report
 from cxrlens.run import Run, create_run, open_run
 from cxrlens.train.runner import run_cv
 from tests.conftest import save_png, write_csv, xray_like
+from tests.report.trust_data import write_audit, write_external
 
 EXPLAIN_PARAMS = {"occlusion": {"window": 12, "stride": 12}}
 EVIL_FILE = "images/<script>alert(1)</script>.png"
@@ -130,6 +131,21 @@ def write_xai(run: Run, model: str, methods: list[str], evil: bool = False) -> N
                     "n": 4,
                 },
             ],
+            "by_source": [
+                {
+                    "model": model,
+                    "source": source,
+                    "outside_lung_share": share,
+                    "ci_low": share - 0.1,
+                    "ci_high": share + 0.1,
+                    "border_share": 0.05,
+                    "padding_share": None,
+                    "n": 2,
+                    "n_images": 2,
+                    "n_maps": 2 * len(methods),
+                }
+                for source, share in ((f"cohen{tag}", 0.62), ("kermany", 0.21))
+            ],
             "top_images": [
                 {
                     "model": model,
@@ -156,7 +172,8 @@ def write_xai(run: Run, model: str, methods: list[str], evil: bool = False) -> N
 
 
 def build_tiny_run(root: Path) -> SimpleNamespace:
-    """A tiny trained run: a report before anything else, then evaluation, explanations, NAP and xai, and a report."""
+    """A tiny trained run: a report before anything else, then evaluation, explanations, NAP, xai, the confounder
+    audit and an external set (the last three hand-written), and a report."""
     methods = ["gradcam", "occlusion", "saliency"]
     cfg = tiny_config(
         root,
@@ -176,6 +193,8 @@ def build_tiny_run(root: Path) -> SimpleNamespace:
     run_explain(open_run(root / "run"), cfg.explain, enable_progress_bar=False)
     run_nap(open_run(root / "run"), cfg.nap)
     write_xai(run, "tiny", methods)
+    write_audit(run)
+    write_external(run)
     full = report(root / "run")
     return SimpleNamespace(root=run.root, layout=run.layout, bare=bare, full=full, methods=methods)
 
@@ -221,4 +240,6 @@ def build_xss_run(root: Path) -> SimpleNamespace:
     write_evaluation(run, evaluate_run(run, cfg.evaluate))
     run_explain(open_run(root / "run"), cfg.explain, enable_progress_bar=False)
     write_xai(run, "tiny", ["saliency"], evil=True)
+    write_audit(run, evil=True)
+    write_external(run, evil=True)
     return SimpleNamespace(root=run.root, data=data, index=report(run.root))

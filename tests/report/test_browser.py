@@ -84,6 +84,11 @@ def test_report_works_offline_and_the_gallery_reacts(browser, tiny_run):
     view = Page(browser, tiny_run.full)
     page = view.page
     assert view.broken_images() == []
+    assert page.evaluate("document.querySelector('main > section').id") == "trust"  # section 0 comes first
+    assert page.inner_text("nav.sections a[href='#trust']").strip() == "0. Can these numbers be trusted?"
+    assert page.inner_text("nav.sections a[href='#dataset']").strip() == "1. Data"
+    assert page.is_visible("#trust-verdict") and "flagged 1 finding(s)" in page.inner_text("#trust-verdict")
+    assert page.locator("#trust img[src^='assets/trust/errors/']").count() == 1
     gallery = _gallery(tiny_run.full)
     maps = gallery["maps"]
     first = next(m for m in maps if m["model"] == "tiny" and m["method"] == "occlusion")
@@ -138,6 +143,9 @@ def test_hostile_names_show_as_text_and_never_run(browser, xss_run):
     assert page.is_visible("#g-heat")
     assert EVIL_FILE in page.inner_text("#g-image")
     assert page.locator("#xai").get_by_text("<script>alert(2)</script>", exact=False).count() >= 1
+    assert "<script>alert(4)</script> is confounded with <b>source</b>" in page.inner_text("#trust-verdict")
+    assert page.locator("#trust").get_by_text("<img src=x onerror=alert(5)>", exact=False).count() >= 1
+    assert page.locator("#trust").get_by_text("images/<script>alert(6)</script>.png", exact=False).count() >= 1
     assert page.title() == 'cxrlens report: <script>alert("name")</script>'
     assert page.evaluate("document.querySelectorAll('script').length") == 2
     assert page.evaluate("document.querySelectorAll('b').length") == 0

@@ -126,7 +126,7 @@ def test_full_report_has_every_section_and_only_working_links(tiny_run):
     parser = parse(index)
     check_links(index, parser)
     assert "not computed yet" not in html
-    for name in ("dataset", "metrics", "gallery", "xai", "nap", "provenance"):
+    for name in ("trust", "dataset", "metrics", "gallery", "xai", "nap", "provenance"):
         assert parser.ids[name] == "section"
         assert f'href="#{name}"' in html
     for element in ("g-image", "g-label", "g-model", "g-method", "g-opacity", "g-base", "g-heat", "g-info"):
@@ -147,8 +147,10 @@ def test_full_report_has_every_section_and_only_working_links(tiny_run):
     no_positive = re.search(r'id="xai-no-positive">(.*?)</table>', xai, re.S)
     assert no_positive and "not evaluable): 3 of 12." in no_positive.group(1)
     assert f'<th class="num">{tiny_run.methods[0]}</th>' in no_positive.group(1)
-    assert "overlay not found: overlays/missing.png" in xai
-    assert "assets/xai/overlays/" in xai and "assets/xai/ranking.png" in xai
+    assert "assets/xai/ranking.png" in xai
+    assert "overlay not found" not in xai and "assets/xai/overlays/" not in xai  # the shortcut audit: section 0
+    trust = section(html, "trust")
+    assert "overlay not found: overlays/missing.png" in trust and "assets/trust/overlays/" in trust
     nap = section(html, "nap")
     assert "Dead feature maps" in nap and "assets/nap/tiny/fold0/overview.png" in nap
     provenance = section(html, "provenance")

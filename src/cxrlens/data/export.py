@@ -19,23 +19,24 @@ METADATA = "metadata.csv"
 
 
 def write_dataset_folder(dataset: Dataset, out_dir: str | Path) -> Path:
-    """Copy every image (and lung mask) under ``out_dir`` with its metadata; returns the metadata CSV."""
+    """Copy every image (and lung mask) under ``out_dir`` with its metadata; returns the metadata CSV.
+
+    Writing the same set again is a no-op (a re-run of the same seeded split); a folder holding another set is
+    refused rather than mixed.
+    """
     out = Path(out_dir)
-    if (out / METADATA).exists():
-        raise DataError(f"{out}: already holds a {METADATA}; choose an empty folder")
+    copies: list[tuple[Path, Path]] = []
     rows = []
     for rec in dataset.records:
-        target = out / rec.filename
         if out.resolve() in rec.path.resolve().parents:
             raise DataError(f"{out}: is inside the data it is made from; choose another folder")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(rec.path, target)
+        target = out / rec.filename
+        copies.append((rec.path, target))
         mask = ""
         if rec.lung_mask is not None:
-            mask_target = out / "masks" / rec.filename
-            mask_target = mask_target.with_name(f"{mask_target.stem}_mask{rec.lung_mask.suffix}")
-            mask_target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(rec.lung_mask, mask_target)
+            mask_target = (out / "masks" / rec.filename).with_suffix(rec.lung_mask.suffix)
+            mask_target = mask_target.with_name(f"{mask_target.stem}_mask{mask_target.suffix}")
+            copies.append((rec.lung_mask, mask_target))
             mask = mask_target.relative_to(out).as_posix()
         values = {
             "filename": target.relative_to(out).as_posix(),
@@ -51,6 +52,14 @@ def write_dataset_folder(dataset: Dataset, out_dir: str | Path) -> Path:
             "lung_mask": mask,
         }
         rows.append([values[c] for c in COLUMNS])
+    text = csv_text(COLUMNS, rows)
     path = out / METADATA
-    atomic_write_text(path, csv_text(COLUMNS, rows))
+    if path.exists():
+        if path.read_text(encoding="utf-8") == text and all(target.is_file() for _, target in copies):
+            return path  # the same set, written before
+        raise DataError(f"{out}: already holds another {METADATA}; choose an empty folder")
+    for source, target in copies:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+    atomic_write_text(path, text)
     return path

@@ -2,7 +2,7 @@
 
 Three layouts are recognised, and any number of them can be combined:
 
-* **cxrlens CSV** (as ``../shared/data/cxr/metadata.csv``): columns ``filename, patient_id, finding``
+* **cxrlens CSV** (``metadata.csv``): columns ``filename, patient_id, finding``
   (+ optional ``view, source, lung_mask, offset, date, license, sex, age``), paths relative to the CSV's folder;
 * **Cohen's covid-chestxray-dataset** ``metadata.csv``: columns ``patientid, finding, view, modality,
   folder, filename``; frontal X-rays kept, CT and lateral views dropped;

@@ -12,7 +12,7 @@ from pathlib import Path
 from cxrlens.fileio import atomic_write_bytes
 
 ASSETS = "assets"
-ASSET_FOLDERS = ("evaluation", "explanations", "gallery", "xai", "nap")  # what ``prune`` may clean
+ASSET_FOLDERS = ("trust", "evaluation", "explanations", "gallery", "xai", "nap")  # what ``prune`` may clean
 
 
 def data_uri(png: bytes) -> str:

@@ -3,17 +3,20 @@
 ```
 <report>/                default RUN/report (``run.layout.report_dir``)
   index.html             the page: inline CSS and script, data embedded as JSON (no fetch: works on file://)
+  assets/trust/          the confounder audit's figure, the external sets' figures and their errors' overlays,
+                         the shortcut audit's overlays
   assets/evaluation/     copies of the evaluation's figures
   assets/explanations/   copies of the explanation figures (grids, occlusion across models, follow-ups)
   assets/gallery/<image id>/image.png                          the preprocessed X-ray (grey)
   assets/gallery/<image id>/<model>/<method>/<label>.png       the heatmap (RGBA, transparent where ~0)
-  assets/xai/            copies of the explanation-metric figures and the shortcut audit's overlays
+  assets/xai/            copies of the explanation-metric figures
   assets/nap/<model>/fold<k>/  the activation profiles' overview and per-layer figures
 ```
 
 The run is read only through :mod:`cxrlens.run` (its layout, readers and image source); each section is built
-by its own module (``data_section``, ``metrics_section``, ``gallery``, ``xai_section``, ``nap_section``,
-``provenance``) and assembled here.
+by its own module (``trust_section``, ``data_section``, ``metrics_section``, ``gallery``, ``xai_section``,
+``nap_section``, ``provenance``) and assembled here. Section 0, "Can these numbers be trusted?" (the confounder
+audit, the external validations and the shortcut audit), comes first: the page says it before any metric.
 
 Every text from the data (file names, findings, labels, patient ids, config values, command lines) is escaped
 by Jinja2's autoescape; the JSON the page's script reads sits in a ``<script type="application/json">`` with
@@ -44,6 +47,7 @@ from cxrlens.report.gallery import build_gallery, figure_groups
 from cxrlens.report.metrics_section import metrics_section
 from cxrlens.report.nap_section import nap_section
 from cxrlens.report.provenance import provenance_section
+from cxrlens.report.trust_section import trust_section
 from cxrlens.report.xai_section import xai_section
 from cxrlens.run.folder import Run
 
@@ -52,7 +56,8 @@ PACKAGE = "cxrlens.report"
 TEMPLATES = "templates"  # the page, its CSS and script (package data of PACKAGE)
 _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
-SECTIONS = (
+SECTIONS = (  # numbered from 0 in the nav: section 0 is the trust section
+    ("trust", "Can these numbers be trusted?"),
     ("dataset", "Data"),
     ("metrics", "Metrics"),
     ("gallery", "Explanations"),
@@ -97,12 +102,13 @@ def build_report(run: Run, cfg: ReportConfig) -> Path:
     """Write ``index.html`` and its ``assets/`` for a run; returns the path of ``index.html``.
 
     The folder is ``cfg.out`` (default ``RUN/report``). Parts of the run that are not computed yet (evaluation,
-    explanations, explanation metrics, activation profiles) get a section naming the command that computes
-    them; a damaged part says which file is damaged. ``cfg.max_side`` caps the side of the gallery's X-rays
-    and heatmaps (pixels).
+    explanations, explanation metrics, activation profiles, the confounder audit, external validation) get a
+    section naming the command that computes them; a damaged part says which file is damaged. ``cfg.max_side``
+    caps the side of the gallery's X-rays and heatmaps (pixels).
     """
     out = report_dir(run, cfg)
     assets = AssetWriter(out)
+    trust = trust_section(run, assets)
     dataset = dataset_section(run)
     metrics = metrics_section(run, assets)
     gallery = build_gallery(run, dataset["truth"], assets, cfg.max_side)
@@ -115,6 +121,7 @@ def build_report(run: Run, cfg: ReportConfig) -> Path:
     css = _source("style.css")
     script = _source("report.js")
     status = {
+        "trust": trust["available"],
         "dataset": "labels" in dataset,
         "metrics": metrics["available"],
         "gallery": gallery["available"],
@@ -127,6 +134,7 @@ def build_report(run: Run, cfg: ReportConfig) -> Path:
         generated=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         sections=SECTIONS,
         status=status,
+        trust=trust,
         dataset=dataset,
         metrics=metrics,
         gallery=gallery,

@@ -1,5 +1,5 @@
 """What every section of the report shares: the "not computed yet" part, reading a stage's JSON result, tolerant
-access to JSON values, the best of a column, and fold counts beside a mean ± std.
+access to JSON values, the best of a column, fold counts beside a mean ± std, intervals, signed changes and shares.
 
 Each section is a plain dict for the template with ``available`` (bool) and, when the part is missing or
 damaged, ``missing``: the sentence the report shows (naming the command that computes it). Text values are kept
@@ -15,7 +15,7 @@ from typing import Any
 
 from cxrlens.errors import RunError
 from cxrlens.run.folder import Run
-from cxrlens.text import UNDEFINED, fmt, fmt_mean_std
+from cxrlens.text import UNDEFINED, fmt, fmt_ci, fmt_mean_std, number
 
 
 def missing(text: str) -> dict[str, Any]:
@@ -42,6 +42,44 @@ def as_dict(value: Any) -> dict[str, Any]:
 def rows_of(value: Any) -> list[dict[str, Any]]:
     """The objects of a JSON list (anything else: none)."""
     return [r for r in value if isinstance(r, dict)] if isinstance(value, list) else []
+
+
+def strings(value: Any) -> list[str]:
+    """The items of a JSON list as text (null items left out; anything but a list: none)."""
+    return [str(v) for v in value if v is not None] if isinstance(value, list) else []
+
+
+def ci_text(value: Any, interval: Any, digits: int = 3) -> str:
+    """``0.610 [0.520, 0.700]`` from a value and its ``[low, high]`` (the value alone without an interval)."""
+    low, high = interval if isinstance(interval, (list, tuple)) and len(interval) == 2 else (None, None)
+    return fmt_ci(value, low, high, digits)
+
+
+def signed(value: Any, digits: int = 3) -> str:
+    """A change with its sign: ``+0.050``, ``-0.120``, ``0.000``; ``n/a`` if undefined."""
+    out = number(value)
+    return fmt(out, digits) if out is None or out <= 0 else "+" + fmt(out, digits)
+
+
+def percent(share: Any) -> str:
+    """``0.37`` -> ``37 %``; a part is never rounded up to ``100 %`` or down to ``0 %``; ``n/a`` if undefined."""
+    out = number(share)
+    if out is None:
+        return UNDEFINED
+    value = round(100 * out)
+    if value == 100 and out < 1:
+        return "99 %"
+    if value == 0 and out > 0:
+        return "<1 %"
+    return f"{value} %"
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` lies inside the folder ``root`` (after resolving links and ``..``)."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except OSError:
+        return False
 
 
 def best_keys(values: Mapping[str, float | None]) -> set[str]:

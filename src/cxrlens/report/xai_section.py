@@ -1,14 +1,12 @@
 """Section 4 of the report: the explanation metrics of ``cxrlens evaluate-explanations`` (``run.layout.xai_metrics``).
 
 Every metric of ``metrics`` becomes a table (models x methods, mean [95 % CI]) whatever its name, so metrics
-added later appear without a change here; then the randomisation sanity checks, the rankings and verdict, the
-shortcut audit (attribution outside the lungs, with the overlays of the worst images) and the figures.
+added later appear without a change here; then the randomisation sanity checks, the rankings and verdict, and the
+figures. The shortcut audit (attribution outside the lungs) is shown in section 0 (``trust_shortcut``).
 """
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Any
 
 from cxrlens.report.assets import AssetWriter
@@ -26,7 +24,6 @@ def xai_section(run: Run, assets: AssetWriter) -> dict[str, Any]:
         return missing(f"{data} (after `cxrlens explain`)" if data.startswith("not computed yet") else data)
     sanity = as_dict(data.get("sanity"))
     ranking = as_dict(data.get("ranking"))
-    shortcut = as_dict(data.get("shortcut"))
     return {
         "available": True,
         "n_maps": data.get("n_maps"),
@@ -58,19 +55,6 @@ def xai_section(run: Run, assets: AssetWriter) -> dict[str, Any]:
                 for r in rows_of(ranking.get("models"))
             ],
             "verdict": ranking.get("verdict"),
-        },
-        "shortcut": {
-            "rows": [
-                {
-                    "model": r.get("model"),
-                    "outside": fmt_ci(r.get("outside_lung_share"), r.get("ci_low"), r.get("ci_high")),
-                    "border": fmt(r.get("border_share")),
-                    "padding": fmt(r.get("padding_share")),
-                    "n": r.get("n"),
-                }
-                for r in rows_of(shortcut.get("rows"))
-            ],
-            "top_images": [_top_image(run, r, assets) for r in rows_of(shortcut.get("top_images"))],
         },
         "figures": _figures(run, assets),
     }
@@ -133,42 +117,6 @@ def _no_positive(value: Any) -> dict[str, Any] | None:
 
 def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _top_image(run: Run, row: dict[str, Any], assets: AssetWriter) -> dict[str, Any]:
-    """One of the images with most attribution outside the lungs, with its overlay copied into the assets."""
-    out = {
-        "model": row.get("model"),
-        "image": row.get("image"),
-        "label": row.get("label"),
-        "method": row.get("method"),
-        "outside": fmt(row.get("outside_lung_share")),
-        "overlay": row.get("overlay"),
-        "src": None,
-    }
-    found = _overlay(run, row)
-    if found is not None:
-        digest = hashlib.sha1(str(found.resolve()).encode("utf-8")).hexdigest()[:12]
-        out["src"] = assets.copy(found, f"xai/overlays/{slug(found.stem, 40)}-{digest}.png")
-    return out
-
-
-def _overlay(run: Run, row: dict[str, Any]) -> Path | None:
-    """The overlay PNG of a map: where the layout puts it, else the path the metrics recorded (from the run
-    folder, the explanation-metrics folder or the explanations folder)."""
-    options: list[Path] = []
-    keys = [row.get(k) for k in ("image", "model", "method", "label")]
-    if all(isinstance(k, str) and k for k in keys):
-        image, model, method, label = (str(k) for k in keys)
-        options.append(run.layout.explanations.overlay_path(image, model, method, label))
-    recorded = row.get("overlay")
-    if recorded:
-        candidate = Path(str(recorded))
-        if candidate.is_absolute():
-            options.append(candidate)
-        else:
-            options += [run.root / candidate, run.layout.xai_dir / candidate, run.layout.explanations.root / candidate]
-    return next((p for p in options if p.suffix.lower() == ".png" and p.is_file()), None)
 
 
 def _figures(run: Run, assets: AssetWriter) -> list[dict[str, Any]]:

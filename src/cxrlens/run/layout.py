@@ -8,6 +8,8 @@ RUN/
   explanations/             index.json  maps/<image id>/<model>/<method>/<label>.npz|.json  overlays/  figures/
   xai/                      metrics.json  per_map.csv  cache.json  maps/  tables/  figures/
   nap/<model>/fold<k>/      nap.npz  summary.json  overview.png  layer_<layer>.png
+  external/<name>/          metrics.json  predictions.csv  predictions.key.json  tables/  figures/  errors/
+  audit/                    metrics.json  tables/  figures/  cav/
   report/                   index.html  assets/
 ```
 """

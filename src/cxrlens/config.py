@@ -275,7 +275,7 @@ class AuditConfig(StrictModel):
     tcav: bool = Field(True, description="concept test (captum TCAV) of each column value")
     tcav_images: int = Field(24, ge=4, description="images per concept and per random set")
     tcav_repeats: int = Field(5, ge=2, description="random control sets (the significance test needs several)")
-    tcav_layer: str | None = Field(None, description="layer of the concept directions (default: Grad-CAM layer)")
+    tcav_layer: str | None = Field(None, description="layer of the concept directions (default: last block but one)")
     seed: int = 0
 
 

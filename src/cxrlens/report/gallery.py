@@ -89,6 +89,7 @@ def build_gallery(run: Run, truth: dict[str, list[str]], assets: AssetWriter, ma
                 "probability": number(entry.get("probability")),
                 "true": bool(entry.get("true")),
                 "predicted": bool(entry.get("predicted")),
+                "threshold": number(entry.get("threshold")),
                 "family": str(entry.get("family") or ""),
                 "parameters": _param_text(entry.get("parameters")),
                 "runtime_s": number(entry.get("runtime_s")),

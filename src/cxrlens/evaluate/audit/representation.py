@@ -19,7 +19,7 @@ from cxrlens.config import AuditConfig
 from cxrlens.evaluate.audit.data_check import AuditData
 from cxrlens.evaluate.audit.features import as_classifier, image_batches, image_tensor, penultimate_features
 from cxrlens.evaluate.audit.probe import probe_auroc
-from cxrlens.evaluate.audit.tcav import TcavSets, choose_sets, run_tcav
+from cxrlens.evaluate.audit.tcav import TcavSets, choose_sets, run_tcav, tcav_default_layer
 from cxrlens.run import ImageSource, ModelBank, Run
 from cxrlens.text import slug
 
@@ -108,7 +108,7 @@ def audit_representation(
                 result = probe_auroc(features, values.values[rows], data.patients[rows], cfg.probe_folds, cfg.seed)
                 out.probes.setdefault(column, {}).setdefault(name, {})[fold] = result.to_dict()
             if fold == out.tcav_fold:
-                layer = cfg.tcav_layer or model.gradcam_layer_name
+                layer = cfg.tcav_layer or tcav_default_layer(model)
                 sets = _tcav_sets(data, rows, cfg, fold)
                 result_tcav = run_tcav(
                     model, sets, images, layer, run.layout.audit_cavs, f"{slug(name)}-fold{fold}", progress

@@ -10,7 +10,7 @@ learns, and it keeps the audit cheap on a CPU). Choices:
   that value. Drawn from every image, a control set would hold the concept itself whenever a value holds a
   large share of the data (Cohen holds about half of the paper's images), and the CAV would have to separate
   images of the same kind; against the other values' images it is the direction of the value itself.
-* **Layer**: ``audit.tcav_layer``, by default the model's Grad-CAM layer (its last convolutional block).
+* **Layer**: ``audit.tcav_layer``, by default the last block but one (:func:`tcav_default_layer`).
 * **Concept direction (CAV)**: a logistic regression (scikit-learn, L2, C = 1, class-balanced, lbfgs:
   deterministic, unlike captum's default SGD classifier with an unseeded split) separating the concept's
   activations from one random set's. It is fitted on standardised activations (raw ones are badly scaled:
@@ -23,11 +23,11 @@ learns, and it keeps the audit cheap on a CPU). Choices:
 * **Significance**: a two-sided Student t-test (``scipy.stats.ttest_ind``) of the concept-vs-random scores against
   random-vs-random scores of the same controls (control ``i`` as the concept against control ``i + 1``,
   cyclically: as many as there are controls); ``significant`` = p < 0.05. Identical score lists give no
-  p-value. At a layer followed only by global pooling and the linear head (the Grad-CAM layer of most
-  backbones) the logit's gradient hardly depends on the image, so each score is near 0 or 1 and says whether the
-  direction agrees with the head; the test then asks whether the concept's directions agree more consistently
-  than random ones, and with few control sets (``audit.tcav_repeats``) it has little power: a small p is
-  evidence, a large one is not evidence of absence.
+  p-value. At a layer followed only by global pooling and the linear head (the last block of most backbones)
+  the logit's gradient does not depend on the image, so each score would be 0 or 1 and only say whether the
+  direction agrees with the head: hence the default one block earlier. With few control sets
+  (``audit.tcav_repeats``) the test has little power: a small p is evidence, a large one is not evidence of
+  absence.
 
 CAVs and activations are written under ``save_path`` (``RUN/audit/cav``) in a folder per model and fold,
 emptied first so nothing of an earlier audit (another checkpoint) is reused.
@@ -158,6 +158,14 @@ def significance(scores: Sequence[float], random_scores: Sequence[float]) -> tup
     if not np.isfinite(p):
         return None, False
     return p, p < ALPHA
+
+
+def tcav_default_layer(model: CxrClassifier) -> str:
+    """The last block but one of the backbone's activation-profile layers (ResNets: ``layer3``; DenseNet161:
+    ``denseblock3``): after the last block only pooling and the linear head follow, so there the logit's gradient
+    is the same for every image and each TCAV score is 0 or 1."""
+    names = model.nap_layer_names()
+    return names[-2] if len(names) >= 2 else model.gradcam_layer_name
 
 
 def layer_name(model: CxrClassifier, layer: str) -> str:

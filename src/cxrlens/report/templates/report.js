@@ -103,8 +103,9 @@
     var probability = m ? m.probability : probs[c.label];
     addFact("Probability (" + c.label + ")", fixed(probability, 3));
     addFact("Label is true", m ? yesNo(m.true) : yesNo(image.truth.indexOf(c.label) >= 0));
-    var predicted = m ? m.predicted : (typeof probability === "number" ? probability >= 0.5 : null);
-    addFact("Predicted (p ≥ 0.5)", predicted === null ? "n/a" : yesNo(predicted));
+    var threshold = m && typeof m.threshold === "number" ? m.threshold : 0.5;
+    var predicted = m ? m.predicted : (typeof probability === "number" ? probability >= threshold : null);
+    addFact("Predicted (p ≥ " + fixed(threshold, 2) + ", the run's threshold)", predicted === null ? "n/a" : yesNo(predicted));
     if (m) {
       heat.src = m.heat;
       heat.hidden = false;

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -19,6 +18,7 @@ from cxrlens.data.sources import load_dataset
 from cxrlens.data.splits import absent_training_labels, fold_sources, hold_out, make_splits, split_counts, write_splits
 from cxrlens.data.summary import summarize
 from cxrlens.errors import ConfigError, DataError
+from cxrlens.fileio import json_text
 
 app = typer.Typer(
     help=(
@@ -54,7 +54,7 @@ def summary_cmd(
     dataset = load_dataset(cfg=cfg)
     if as_json:
         result = summarize(dataset, cfg, check_images=not no_check)
-        print(json.dumps(result, indent=2))
+        print(json_text(result))
         return
     with progress_bar("checking images", len(dataset)) as advance:
         result = summarize(dataset, cfg, check_images=not no_check, progress=advance)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from datetime import datetime, timezone
 from importlib.resources import files
 from pathlib import Path
@@ -40,7 +39,7 @@ from markupsafe import Markup
 from cxrlens.config import ReportConfig
 from cxrlens.errors import RunError
 from cxrlens.figures import legend_png
-from cxrlens.fileio import atomic_write_text, json_ready
+from cxrlens.fileio import atomic_write_text, json_text
 from cxrlens.report.assets import AssetWriter, data_uri
 from cxrlens.report.data_section import dataset_section
 from cxrlens.report.gallery import build_gallery, figure_groups
@@ -69,7 +68,7 @@ SECTIONS = (  # numbered from 0 in the nav: section 0 is the trust section
 
 def json_island(obj: Any) -> Markup:
     """JSON safe inside ``<script type="application/json">``: no ``<``, ``>`` or ``&`` can end the element."""
-    text = json.dumps(json_ready(obj), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    text = json_text(obj, indent=None)
     for char, escaped in _JSON_ESCAPES.items():
         text = text.replace(char, escaped)
     return Markup(text)  # escaped above for this context

@@ -8,12 +8,12 @@ as they are in the data files; the template escapes them (Jinja2 autoescape).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from cxrlens.errors import RunError
+from cxrlens.fileio import json_text
 from cxrlens.run.folder import Run
 from cxrlens.text import UNDEFINED, fmt, fmt_ci, fmt_mean_std, number
 
@@ -120,7 +120,7 @@ def text_of(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(text_of(v) for v in value)
     if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
+        return json_text(dict(sorted(value.items())), indent=None)
     return str(value)
 
 

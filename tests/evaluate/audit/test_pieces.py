@@ -243,3 +243,18 @@ def test_tcav_layer_names():
     assert layer_name(model, model.gradcam_layer_name) == "backbone.bn3"
     with pytest.raises(ModelError, match="no layer 'layer9'"):
         layer_name(model, "layer9")
+
+
+def test_control_sets_are_never_all_the_same_images():
+    """With a pool as small as the requested set, equal controls gave a zero direction and a null of 0 %."""
+    import numpy as np
+
+    from cxrlens.evaluate.audit.tcav import choose_sets
+
+    names = [f"i{k}" for k in range(20)]
+    source = np.array(["a"] * 10 + ["b"] * 10)
+    sets = choose_sets(names, {"source": source}, {"source": ["a", "b"]}, {"L": names[:5]}, 24, 4, seed=0)
+    for key, controls in sets.randoms.items():
+        assert len(controls[0]) == 5  # half of the other value's 10 images
+        assert len({tuple(c) for c in controls}) > 1, key
+        assert not set(controls[0]) & set(sets.concepts[key])

@@ -6,10 +6,11 @@ learns, and it keeps the audit cheap on a CPU). Choices:
 
 * **Concept images**: up to ``audit.tcav_images`` images with that value, drawn (seeded by ``audit.seed``) from
   every audited image of the run; a value with fewer than :data:`MIN_CONCEPT` images is left out.
-* **Controls**: ``audit.tcav_repeats`` random sets of as many images, drawn from the run's images *without*
-  that value. Drawn from every image, a control set would hold the concept itself whenever a value holds a
-  large share of the data (Cohen holds about half of the paper's images), and the CAV would have to separate
-  images of the same kind; against the other values' images it is the direction of the value itself.
+* **Controls**: ``audit.tcav_repeats`` random sets of as many images (at most half of the pool, so that two
+  controls are never the same images), drawn from the run's images *without* that value. Drawn from every
+  image, a control set would hold the concept itself whenever a value holds a large share of the data (Cohen
+  holds about half of the paper's images), and the CAV would have to separate images of the same kind;
+  against the other values' images it is the direction of the value itself.
 * **Layer**: ``audit.tcav_layer``, by default the last block but one (:func:`tcav_default_layer`).
 * **Concept direction (CAV)**: a logistic regression (scikit-learn, L2, C = 1, class-balanced, lbfgs:
   deterministic, unlike captum's default SGD classifier with an unseeded split) separating the concept's
@@ -141,9 +142,12 @@ def choose_sets(
         for value in known[column]:
             files = [name for name, v in zip(filenames, values, strict=True) if v == value]
             others = [name for name, v in zip(filenames, values, strict=True) if v != value]
-            if len(files) >= MIN_CONCEPT and len(others) >= MIN_CONCEPT:
+            # controls of at most half the pool: two of them are never the same images (identical sets would
+            # give a zero direction and a spurious null of 0 %)
+            size = min(images, len(others) // 2)
+            if len(files) >= MIN_CONCEPT and size >= MIN_CONCEPT:
                 concepts[(column, value)] = _draw(rng, files, images)
-                randoms[(column, value)] = [_draw(rng, others, images) for _ in range(repeats)]
+                randoms[(column, value)] = [_draw(rng, others, size) for _ in range(repeats)]
     chosen = {label: _draw(rng, list(files), images) for label, files in positives.items()}
     return TcavSets(concepts, randoms, chosen)
 

@@ -18,12 +18,12 @@ from captum.attr import (
     Saliency,
 )
 
-from cxrlens.attribution.budget import CPU_WORKING_SET, GIB, GRAD_FACTOR, MAX_BATCH, Footprint, measure
 from cxrlens.attribution.methods import Context, get_method, method_names
 from cxrlens.attribution.prepare import prepare_model
 from cxrlens.errors import ConfigError, MethodError, RegistryError
 from cxrlens.models import create_model, model_names
 from cxrlens.models.ensemble import EnsembleModel
+from cxrlens.models.footprint import CPU_WORKING_SET, GIB, GRAD_FACTOR, MAX_BATCH, Footprint, measure
 
 SMALL = {  # small, quick settings for tests; defaults are for 512 px
     "integrated_gradients": {"n_steps": 4},

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from cxrlens.attribution.budget import GIB, measure
 from cxrlens.attribution.methods import Context, get_method
 from cxrlens.attribution.prepare import prepare_model
 from cxrlens.attribution.segmentation import (
@@ -18,6 +17,7 @@ from cxrlens.attribution.segmentation import (
     superpixels,
 )
 from cxrlens.models import create_model
+from cxrlens.models.footprint import GIB, measure
 
 SIZE = 128
 

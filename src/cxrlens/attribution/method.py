@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cxrlens.attribution.budget import Footprint
 from cxrlens.attribution.params import LayerParams, Params
 from cxrlens.config import validate
 from cxrlens.errors import MethodError
+from cxrlens.models.footprint import Footprint
 from cxrlens.models.registry import model_device
 from cxrlens.registry import Registry
 

@@ -4,7 +4,7 @@ SmoothGrad, over captum — the public face of the registry.
 Importing this module registers every family: gradient methods (:mod:`~cxrlens.attribution.gradient`) and
 layer methods (:mod:`~cxrlens.attribution.layer`) batch the labels (the image repeated once per label, one
 target each); perturbation methods (:mod:`~cxrlens.attribution.perturbation_methods`) compute every label
-from the same forward passes. Batch sizes come from a memory budget (:mod:`~cxrlens.attribution.budget`).
+from the same forward passes. Batch sizes come from a memory budget (:mod:`~cxrlens.models.footprint`).
 The base classes live in :mod:`~cxrlens.attribution.method`, the parameter models in
 :mod:`~cxrlens.attribution.params`; both are re-exported here.
 """

@@ -13,13 +13,13 @@ import warnings
 import numpy as np
 import torch
 
-from cxrlens.attribution.budget import GIB, Footprint, measure
 from cxrlens.attribution.methods import Context, Method
 from cxrlens.attribution.prepare import prepare_model
 from cxrlens.errors import RunError
 from cxrlens.explain.plan import Plan, WorkItem
 from cxrlens.figures import overlay, save_png
 from cxrlens.fileio import stable_hash
+from cxrlens.models.footprint import GIB, Footprint, measure
 from cxrlens.models.names import ENSEMBLE
 from cxrlens.run import ImageSource, ModelBank
 from cxrlens.run.layout import image_id

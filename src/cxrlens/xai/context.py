@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from cxrlens.attribution.budget import Footprint, measure
 from cxrlens.attribution.methods import Context, Params, get_method
 from cxrlens.attribution.prepare import prepare_model
+from cxrlens.models.footprint import Footprint, measure
 from cxrlens.models.names import ENSEMBLE
 from cxrlens.run import ImageSource, ModelBank, Run
 from cxrlens.run.maps import MapStore
@@ -40,7 +40,7 @@ class Loaded:
 class Models:
     """The run's models, one fold at a time (:class:`~cxrlens.run.ModelBank` with ``prepare_model``).
 
-    The footprint (:func:`~cxrlens.attribution.budget.measure`) of each loaded model is measured once per
+    The footprint (:func:`~cxrlens.models.footprint.measure`) of each loaded model is measured once per
     (model, fold, members).
     """
 

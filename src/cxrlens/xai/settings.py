@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cxrlens.attribution.budget import GIB
 from cxrlens.config import XaiConfig
+from cxrlens.models.footprint import GIB
 from cxrlens.xai.measures import BORDER_FRACTION, MIN_PROBABILITY, default_blur_sigma
 from cxrlens.xai.randomisation import SANITY_THRESHOLD
 from cxrlens.xai.scores import RANKED

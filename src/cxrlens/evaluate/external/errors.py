@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from cxrlens.attribution.budget import GIB, measure
 from cxrlens.attribution.methods import Context, get_method
 from cxrlens.attribution.prepare import prepare_model
 from cxrlens.config import ExternalConfig
@@ -20,6 +19,7 @@ from cxrlens.errors import MethodError
 from cxrlens.evaluate.external.stats import Scored
 from cxrlens.figures import overlay, save_png
 from cxrlens.fileio import stable_hash
+from cxrlens.models.footprint import GIB, measure
 from cxrlens.run import ModelBank, Run
 from cxrlens.run.layout import ExternalFiles
 from cxrlens.run.maps import MapStore

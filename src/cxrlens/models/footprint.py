@@ -1,4 +1,5 @@
-"""Memory budget -> batch sizes, from one measured forward pass of the model at the input size.
+"""A model's memory footprint at an input size, and the batch sizes a memory budget allows (one measured
+forward pass; used by every inference and attribution path).
 
 The forward pass (no autograd, batch 1) sums the bytes of every leaf module's output: what autograd
 keeps for a backward pass per image, roughly. Gradient methods need about ``GRAD_FACTOR`` times that

@@ -223,13 +223,18 @@ class NapConfig(StrictModel):
     groups: dict[str, str] = Field(default_factory=dict, description="name -> label expression (default: paper's)")
     images: Literal["test", "all"] = Field("test", description="the fold's test images, or every image")
     top_k: int = Field(20, ge=1, description="feature maps shown per layer")
+    memory_gib: float = Field(4.0, gt=0, description="memory budget that sets the batch size")
+    accelerator: Literal["cpu", "gpu", "auto"] = Field("cpu", description="where the model runs")
 
 
 class PredictConfig(StrictModel):
-    """``cxrlens predict``: which models decide."""
+    """``cxrlens predict``: which models decide, and how images stream through them."""
 
     model: str = Field("ensemble", description="a trained model name, or 'ensemble' (mean of every model)")
     fold: int | None = Field(None, description="one fold's model (default: the mean over the folds)")
+    memory_gib: float = Field(4.0, gt=0, description="memory budget that sets the batch size")
+    workers: int | None = Field(None, ge=0, description="image-decoding processes (default: cores - 1)")
+    accelerator: Literal["cpu", "gpu", "auto"] = Field("cpu", description="where the models run")
 
 
 class ReportConfig(StrictModel):

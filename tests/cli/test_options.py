@@ -16,7 +16,8 @@ from tests.cli.test_cli_data import assert_clean_failure, cxrlens
 #: parameters that are not config values: what to work on, how to print, or the command's own choices
 NOT_CONFIG = {
     "ctx", "run", "config", "as_json", "assignments", "model", "fold", "resume", "images", "no_check",
-    "workers", "evaluated", "open_browser", "out", "external_out", "external_data",
+    "workers", "evaluated", "open_browser", "out", "external_out", "external_data", "predict_data",
+    "predict_out",
 }  # fmt: skip
 SAMPLE_VALUES = {"param": ["occlusion.window=16"], "group": ["covid=COVID-19"]}
 

@@ -123,6 +123,9 @@ CONFIG_KEYS: dict[str, Target] = {
     # predict, report
     "predict_model": "predict.model",
     "predict_fold": "predict.fold",
+    "predict_workers": "predict.workers",
+    "predict_memory_gib": "predict.memory_gib",
+    "predict_accelerator": "predict.accelerator",
     "external_name": "external.name",
     "audit_by": "audit.by",
     "report_out": _text("report.out"),

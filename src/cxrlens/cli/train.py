@@ -11,6 +11,7 @@ from rich.table import Table
 
 from cxrlens.cli.common import console, err_console, progress_bar
 from cxrlens.cli.options import SetOpt, resolve
+from cxrlens.errors import ConfigError
 from cxrlens.fileio import json_text
 from cxrlens.text import fmt
 
@@ -175,22 +176,53 @@ def cv_cmd(
 
 def predict_cmd(
     ctx: typer.Context,
-    images: Annotated[list[Path], typer.Argument(help="image files (PNG, JPEG, DICOM, ...)")],
-    run: Annotated[Path, typer.Option("--run", "-r", help="trained run folder")],
+    images: Annotated[
+        list[Path] | None, typer.Argument(help="image files or folders of images (PNG, JPEG, DICOM, ...)")
+    ] = None,
+    run: Annotated[Path, typer.Option("--run", "-r", help="trained run folder")] = Path(),
+    predict_data: Annotated[
+        list[str] | None, typer.Option("--data", "-d", help="a data folder or CSV of any layout; repeatable")
+    ] = None,
+    predict_out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="write CSV (or JSON: *.json) as it goes; resumes")
+    ] = None,
     predict_model: Annotated[
         str | None, typer.Option("--model", "-m", help="model name or 'ensemble' (default)")
     ] = None,
     predict_fold: Annotated[int | None, typer.Option("--fold", "-f", help="one fold's model (default: mean)")] = None,
+    predict_workers: Annotated[int | None, typer.Option("--workers", help="image-decoding processes")] = None,
+    predict_memory_gib: Annotated[float | None, typer.Option("--memory-gib", help="budget for the batch size")] = None,
+    predict_accelerator: Annotated[str | None, typer.Option("--accelerator", help="cpu, gpu or auto")] = None,
+    skip_bad: Annotated[bool, typer.Option("--skip-bad", help="skip unreadable images (listed)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     assignments: SetOpt = None,
 ) -> None:
-    """Per-label probabilities and decisions for any image files, with the run's preprocessing."""
+    """Per-label probabilities and decisions for image files, folders or a data set, with the run's
+    preprocessing; streamed (flat memory), written as it goes with --out, resumed after an interruption."""
     # torch-heavy: the predict stage is imported when the command runs
-    from cxrlens.predict import predict_images
+    from cxrlens.predict import inputs_of, predict_images, predict_to_file
     from cxrlens.run import open_run
 
+    if not images and not predict_data:
+        raise ConfigError("give image files or folders, or --data DIR")
     opened = open_run(run)
-    result = predict_images(opened, images, resolve(ctx, None, run).predict)
+    cfg = resolve(ctx, None, run)
+    inputs = inputs_of(opened, images or [], predict_data or [], skip_bad)
+    with progress_bar("predicting", len(inputs)) as advance:
+        if predict_out is not None:
+            written = predict_to_file(opened, inputs, cfg.predict, predict_out, skip_bad, advance)
+        else:
+            result = predict_images(opened, inputs, cfg.predict, skip_bad, advance)
+    if predict_out is not None:
+        for reason in written.skipped:
+            err_console.print(f"skipped: {reason}", markup=False)
+        if as_json:
+            print(json_text(written))
+        else:
+            err_console.print(f"wrote {written.images} image(s) to {written.path} ({written.computed} computed now)")
+        return
+    for reason in result.skipped:
+        err_console.print(f"skipped: {reason}", markup=False)
     if as_json:
         print(json_text(result.to_dict()))
         return

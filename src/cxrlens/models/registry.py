@@ -124,6 +124,17 @@ def get_spec(name: str) -> ModelSpec:
     return MODELS.get(name)
 
 
+def device_for(accelerator: str) -> torch.device:
+    """``cpu``, ``gpu`` (CUDA; an error naming the problem when there is none) or ``auto`` (CUDA when present)."""
+    if accelerator == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if accelerator == "gpu":
+        raise ModelError("--accelerator gpu: no CUDA device is available here (torch.cuda.is_available() is False)")
+    return torch.device("cpu")
+
+
 def model_device(model: nn.Module) -> torch.device:
     """Where the model's weights are (the CPU for a model without parameters)."""
     parameter = next(model.parameters(), None)

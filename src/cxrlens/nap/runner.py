@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from torch.utils.data import DataLoader
+import torch
 
 from cxrlens.config import NapConfig
 from cxrlens.data.labels import LabelSpace
 from cxrlens.data.splits import fold_files
-from cxrlens.errors import LabelError, RunError
+from cxrlens.errors import DataError, LabelError, RunError
+from cxrlens.models.registry import device_for
 from cxrlens.nap.expressions import DEFAULT_GROUPS, parse_expression
 from cxrlens.nap.files import write_nap
 from cxrlens.nap.profiles import compute_nap
-from cxrlens.run import ImageSource, ModelBank, Run
-
-BATCH = 8
+from cxrlens.run import ImageSource, LabelledImages, ModelBank, Run
+from cxrlens.run.stream import batch_size_for, stream_images
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,16 @@ def _choose(run: Run, model: str | None, fold: int | None) -> tuple[str, int]:
     return name, fold
 
 
+def _batches(dataset: LabelledImages, size: int, source: ImageSource) -> Iterator[torch.Tensor]:
+    """The dataset's images in order, streamed through the run's loader (an unreadable one stops with its name)."""
+    records = dataset.records
+    for batch in stream_images([r.path for r in records], source.preprocess, size, cache=source.cache):
+        if batch.failed:
+            index, reason = batch.failed[0]
+            raise DataError(f"{records[index].path}: {reason}")
+        yield batch.images
+
+
 def run_nap(run: Run, cfg: NapConfig, progress: Callable[[int], None] | None = None) -> NapSummary:
     """Activation profiles of ``cfg.model`` (default: the first trained) on ``cfg.fold`` (default: its lowest).
 
@@ -69,9 +79,10 @@ def run_nap(run: Run, cfg: NapConfig, progress: Callable[[int], None] | None = N
     space = LabelSpace(run.label_names)
     source = ImageSource(run)
     dataset = source.labelled(files, space)
-    model = ModelBank(run).model(model_name, fold)
-    loader = DataLoader(dataset, batch_size=BATCH, shuffle=False)
-    result = compute_nap(model, loader, dataset.targets, space.names, groups, cfg.layers or None, progress)
+    model = ModelBank(run, device=device_for(cfg.accelerator)).model(model_name, fold)
+    size = batch_size_for([model], run.preprocess.size, cfg.memory_gib)
+    result = compute_nap(model, _batches(dataset, size, source), dataset.targets, space.names, groups,
+                         cfg.layers or None, progress)  # fmt: skip
     source.close()
 
     out = run.layout.nap(model_name, fold)

@@ -97,6 +97,11 @@ class Run:
         """
         return load_dataset(cfg=self.config.data.model_copy(update={"skip_bad": True}))
 
+    def data_from(self, sources: Sequence[str], skip_bad: bool = False) -> Dataset:
+        """Other data (any layout) read as the run reads its own: its label hierarchy, aliases, frontal views."""
+        cfg = self.config.data.model_copy(update={"sources": [str(s) for s in sources], "skip_bad": skip_bad})
+        return load_dataset(cfg=cfg)
+
     def config_text(self) -> str | None:
         """The run's ``config.yaml`` as written (for provenance), or None if it is gone."""
         path = self.layout.config_yaml

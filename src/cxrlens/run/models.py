@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -101,17 +102,25 @@ class ModelBank:
         """A model by name; ``ensemble`` is the ensemble of ``members``."""
         return self.ensemble(fold, members) if name == ENSEMBLE else self.model(name, fold)
 
+    def every_fold(self, name: str, folds: Sequence[int] | None = None) -> dict[int, nn.Module]:
+        """Fold -> model of ``name`` for every trained fold (or the given ones), all in memory at once."""
+        trained = [fold for model, fold in self.run.trained() if model == name]
+        chosen = trained if folds is None else [f for f in folds if f in trained]
+        if not chosen:
+            raise RunError(f"{self.run.root}: {name} is not trained" + ("" if folds is None else f" in {list(folds)}"))
+        out = {}
+        for fold in chosen:
+            net: nn.Module = load_checkpoint(self.run, name, fold).to(self.device)
+            out[fold] = self.transform(net) if self.transform else net
+        return out
+
     def across_folds(self, names: Sequence[str]) -> nn.Module:
         """Each model's folds averaged, then the models averaged: the model ``predict`` and external validation
         use for images outside the run (every trained fold of each name, all in memory at once)."""
         per_model: list[nn.Module] = []
         for name in names:
-            folds = [fold for model, fold in self.run.trained() if model == name]
-            if not folds:
-                raise RunError(f"{self.run.root}: {name} is not trained")
-            loaded = [load_checkpoint(self.run, name, fold).to(self.device) for fold in folds]
-            members = [self.transform(m) if self.transform else m for m in loaded]
-            per_model.append(EnsembleModel(members, [f"{name}-fold{f}" for f in folds]).eval())
+            loaded = self.every_fold(name)
+            per_model.append(EnsembleModel(list(loaded.values()), [f"{name}-fold{f}" for f in loaded]).eval())
         if not per_model:
             raise RunError(f"{self.run.root}: no model named to average")
         return per_model[0] if len(per_model) == 1 else EnsembleModel(per_model, list(names)).eval()
@@ -119,3 +128,29 @@ class ModelBank:
     def checkpoint(self, name: str, fold: int) -> Checkpoint:
         path = self.run.layout.model_file(name, fold).relative_to(self.run.root).as_posix()
         return Checkpoint(path, self.run.checkpoint_sha(name, fold))
+
+
+class FoldAverage:
+    """Each named model's probability as the mean over its folds' checkpoints (all loaded at once), computed in
+    float64 from the float logits: how ``predict`` and external validation score images outside the run."""
+
+    def __init__(self, bank: ModelBank, names: Sequence[str], fold: int | None = None) -> None:
+        self.nets = {name: bank.every_fold(name, None if fold is None else [fold]) for name in names}
+        self.device = bank.device
+
+    @property
+    def folds(self) -> list[int]:
+        return sorted({fold for nets in self.nets.values() for fold in nets})
+
+    def models(self) -> list[nn.Module]:
+        return [net for nets in self.nets.values() for net in nets.values()]
+
+    def __call__(self, x: torch.Tensor) -> dict[str, np.ndarray]:
+        """Model name -> probabilities (images, labels) of a batch ``[B, 1, N, N]``."""
+        out = {}
+        with torch.no_grad():
+            batch = x.to(self.device)
+            for name, nets in self.nets.items():
+                probs = [torch.sigmoid(net(batch).double()).cpu().numpy() for net in nets.values()]
+                out[name] = np.mean(probs, axis=0)
+        return out

@@ -9,16 +9,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from cxrlens.data.cache import PreprocessCache
 from cxrlens.data.records import ImageRecord
+from cxrlens.errors import DataError
 from cxrlens.fileio import atomic_write_text, csv_text, read_json, stable_hash, write_json
 from cxrlens.run import ModelBank, Run
 from cxrlens.run.layout import ExternalFiles
+from cxrlens.run.models import FoldAverage
 from cxrlens.run.predictions import probability_text
+from cxrlens.run.stream import batch_size_for, stream_images
 
-BATCH = 16
 COLUMNS = ("filename", "patient_id", "model")
 
 
@@ -65,37 +66,33 @@ def predict_external(
     records: Sequence[ImageRecord],
     files: ExternalFiles,
     cache: PreprocessCache,
+    memory_gib: float,
     progress: Callable[[int], None] | None = None,
 ) -> ExternalPredictions:
-    """The probabilities of every trained model (mean over its folds) on ``records`` (read from ``cache``)."""
+    """The probabilities of every trained model (mean over its folds) on ``records``, streamed through the
+    run's loader (through ``cache``: a second evaluation of the same images does not decode them again)."""
     labels = run.label_names
     key = _key(run, records, cache)
     stored = _read(files, key, records, labels)
     if stored is not None:
         return ExternalPredictions(tuple(r.filename for r in records), stored, reused=True)
-    bank = ModelBank(run)
-    sums: dict[str, np.ndarray] = {}
-    counts: dict[str, int] = {}
-    for fold, names in run.trained_by_fold().items():  # one fold's models in memory at a time
-        for start in range(0, len(records), BATCH):
-            chunk = records[start : start + BATCH]
-            batch = torch.from_numpy(np.stack([cache.load(r.path) for r in chunk]))[:, None]
-            with torch.no_grad():
-                for name in names:
-                    probs = torch.sigmoid(bank.model(name, fold)(batch).double()).numpy()
-                    total = sums.setdefault(name, np.zeros((len(records), len(labels))))
-                    total[start : start + len(chunk)] += probs
-            if progress:
-                progress(len(chunk))
-        for name in names:
-            counts[name] = counts.get(name, 0) + 1
-    means = {name: sums[name] / counts[name] for name in sorted(sums)}
+    average = FoldAverage(ModelBank(run), sorted({m for m, _ in run.trained()}))
+    size = batch_size_for(average.models(), run.preprocess.size, memory_gib)
+    probs = {name: np.zeros((len(records), len(labels))) for name in average.nets}
+    for batch in stream_images([r.path for r in records], run.preprocess, size, cache=cache):
+        if batch.failed:
+            index, reason = batch.failed[0]
+            raise DataError(f"{records[index].path}: {reason}")
+        for name, values in average(batch.images).items():
+            probs[name][batch.indices] = values
+        if progress:
+            progress(len(batch.indices))
     rows = [
-        [rec.filename, rec.patient_id, name, *(probability_text(v) for v in means[name][i])]
-        for name in means
+        [rec.filename, rec.patient_id, name, *(probability_text(v) for v in probs[name][i])]
+        for name in probs
         for i, rec in enumerate(records)
     ]
     atomic_write_text(files.predictions, csv_text([*COLUMNS, *labels], rows))
     write_json(files.predictions_key, {"key": key})
     cache.save_index()
-    return ExternalPredictions(tuple(r.filename for r in records), means, reused=False)
+    return ExternalPredictions(tuple(r.filename for r in records), probs, reused=False)

@@ -21,7 +21,6 @@ from cxrlens.config import ExternalConfig
 from cxrlens.data.cache import PreprocessCache
 from cxrlens.data.labels import LabelSpace
 from cxrlens.data.records import Dataset
-from cxrlens.data.sources import load_dataset
 from cxrlens.errors import DataError
 from cxrlens.evaluate.external.errors import confident_errors, explain_errors
 from cxrlens.evaluate.external.files import write_files
@@ -47,8 +46,7 @@ class ExternalResult:
 
 def external_dataset(run: Run, sources: Sequence[str], skip_bad: bool) -> Dataset:
     """The external data, read with the run's label hierarchy (aliases, extra nodes) and frontal views."""
-    data = run.config.data.model_copy(update={"sources": [str(s) for s in sources], "skip_bad": skip_bad})
-    return load_dataset(cfg=data)
+    return run.data_from(sources, skip_bad)
 
 
 def default_name(sources: Sequence[str]) -> str:
@@ -111,7 +109,7 @@ def evaluate_external(
     truth = space.encode_many(r.labels for r in records).astype(bool)
     outside = Counter(r.finding for r in records if not (r.labels & set(label_names)))
     patients = np.array([r.patient_id for r in records])
-    predictions = predict_external(run, records, files, cache, progress)
+    predictions = predict_external(run, records, files, cache, cfg.memory_gib, progress)
 
     ours = external_scores(run, truth, patients, predictions.probs)
     own = in_domain_scores(run)

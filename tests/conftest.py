@@ -11,6 +11,18 @@ import pytest
 from PIL import Image
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` run when CUDA is present and are skipped with the reason otherwise."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="no CUDA device here (torch.cuda.is_available() is False): GPU test skipped")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 def real_data_dir() -> Path | None:
     value = os.environ.get("CXRLENS_DATA")
     if not value:

@@ -212,6 +212,7 @@ class XaiConfig(StrictModel):
     n_random: int = Field(3, ge=1, description="random pixel orders per image (the deletion/insertion baseline)")
     insertion_start: Literal["blur", "black"] = "blur"
     figures: bool = True
+    accelerator: Literal["cpu", "gpu", "auto"] = Field("cpu", description="where the models run")
 
 
 class NapConfig(StrictModel):

@@ -84,3 +84,17 @@ def test_top_level_factory():
     model = cxrlens.create_model("resnet18", num_labels=14, weights="none")
     assert count_parameters(model) == TABLE1["resnet18"]
     assert "densenet161" in cxrlens.model_names()
+
+
+def test_device_for_the_accelerator_options():
+    import torch
+
+    from cxrlens.models.registry import device_for
+
+    assert device_for("cpu") == torch.device("cpu")
+    if torch.cuda.is_available():
+        assert device_for("gpu").type == device_for("auto").type == "cuda"
+    else:
+        assert device_for("auto") == torch.device("cpu")
+        with pytest.raises(ModelError, match="no CUDA device is available here"):
+            device_for("gpu")

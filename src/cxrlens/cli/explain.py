@@ -97,6 +97,7 @@ def nap_cmd(
     ] = None,
     nap_images: Annotated[str | None, typer.Option("--images", help="test (the fold's test images) or all")] = None,
     top_k: Annotated[int | None, typer.Option("--top-k", help="maps shown per layer")] = None,
+    nap_accelerator: Annotated[str | None, typer.Option("--accelerator", help="cpu, gpu or auto")] = None,
     assignments: SetOpt = None,
 ) -> None:
     """Neuron activation profiles: per layer, group-mean feature-map activations minus the mean over groups."""

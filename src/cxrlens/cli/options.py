@@ -113,6 +113,7 @@ CONFIG_KEYS: dict[str, Target] = {
     "stability_images": "xai.stability_images",
     "insertion_start": "xai.insertion_start",
     "xai_figures": "xai.figures",
+    "xai_accelerator": "xai.accelerator",
     # activation profiles
     "nap_model": "nap.model",
     "nap_fold": "nap.fold",
@@ -120,6 +121,7 @@ CONFIG_KEYS: dict[str, Target] = {
     "group": _nap_groups,
     "nap_images": "nap.images",
     "top_k": "nap.top_k",
+    "nap_accelerator": "nap.accelerator",
     # predict, report
     "predict_model": "predict.model",
     "predict_fold": "predict.fold",

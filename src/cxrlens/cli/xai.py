@@ -131,6 +131,7 @@ def evaluate_explanations_cmd(
     ] = None,
     insertion_start: Annotated[str | None, typer.Option("--insertion-start", help="blur or black")] = None,
     xai_figures: Annotated[bool | None, typer.Option("--figures/--no-figures", help="draw the figures")] = None,
+    xai_accelerator: Annotated[str | None, typer.Option("--accelerator", help="cpu, gpu or auto")] = None,
     assignments: SetOpt = None,
 ) -> None:
     """Measure the explanation maps: faithfulness, lung localisation, sanity, fold stability, shortcut audit."""

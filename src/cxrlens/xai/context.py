@@ -44,10 +44,10 @@ class Models:
     (model, fold, members).
     """
 
-    def __init__(self, run: Run, size: int) -> None:
+    def __init__(self, run: Run, size: int, device: torch.device | str = "cpu") -> None:
         self.run = run
         self.size = size
-        self.bank = ModelBank(run, transform=prepare_model)
+        self.bank = ModelBank(run, device=device, transform=prepare_model)
         self._footprints: dict[tuple[str, int, tuple[str, ...]], Footprint] = {}
         self._shas: dict[tuple[str, int], str] = {}
 

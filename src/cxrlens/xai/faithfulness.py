@@ -11,17 +11,26 @@ curves per image and model (:class:`~cxrlens.xai.cache.ResultCache`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
 from cxrlens.attribution.methods import ProbabilityOutput
 from cxrlens.fileio import stable_hash
+from cxrlens.models.registry import model_device
 from cxrlens.xai import measures as xm
 from cxrlens.xai.context import Stage
 from cxrlens.xai.scores import ScoredMap
 from cxrlens.xai.settings import Settings
 
 MAPS_PER_CHUNK = 16  # maps whose deletion / insertion curves are built together (bounds the order tensors)
+
+
+def _on_device(model: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The model as a function of CPU images: inputs go to its device, outputs come back to the CPU."""
+    device = model_device(model)
+    return lambda images: model(images.to(device)).cpu()
 
 
 def faith_key(item: ScoredMap, s: Settings) -> str:
@@ -86,7 +95,7 @@ def faithfulness(stage: Stage, image: np.ndarray, group: list[ScoredMap], tensor
     random = cache.get("random", rkey)
     if todo or random is None:
         loaded = stage.models.get(first.model, first.fold, stage.members(first))
-        forward = ProbabilityOutput(loaded.model).eval()
+        forward = _on_device(ProbabilityOutput(loaded.model).eval())
         x = torch.from_numpy(image)[None]
         batch = loaded.footprint.no_grad_batch(s.budget)
         start = xm.gaussian_blur(x, s.blur_sigma) if s.insertion_start == "blur" else torch.zeros_like(x)

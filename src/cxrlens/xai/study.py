@@ -34,6 +34,7 @@ from cxrlens.attribution.methods import method_names
 from cxrlens.config import XaiConfig
 from cxrlens.errors import RunError
 from cxrlens.fileio import atomic_write_text, json_ready, write_json
+from cxrlens.models.registry import device_for
 from cxrlens.run import ImageSource, Run
 from cxrlens.run.maps import MapStore
 from cxrlens.xai.cache import ResultCache
@@ -235,7 +236,7 @@ def evaluate_explanations(run: Run, cfg: XaiConfig, progress: Callable[[int], No
         maps=MapStore(layout.explanations.root),
         other_maps=MapStore(layout.xai_maps.root),
         images=images,
-        models=Models(run, settings.size),
+        models=Models(run, settings.size, device_for(cfg.accelerator)),
         cache=ResultCache(layout.xai_cache),
         progress=progress,
     )

@@ -49,10 +49,10 @@ def _superpixel_passes(params, x) -> int:  # type: ignore[no-untyped-def]
 def child_cost(model_name: str, method_name: str, size: int, max_passes: int) -> dict:
     import torch
 
-    from cxrlens.models.footprint import GIB, measure
     from cxrlens.attribution.methods import Context, get_method
     from cxrlens.attribution.prepare import prepare_model
     from cxrlens.models import create_model
+    from cxrlens.models.footprint import GIB, measure
 
     warnings.simplefilter("ignore")
     torch.manual_seed(0)

@@ -32,6 +32,26 @@ class LabelConfig(StrictModel):
     extra_nodes: dict[str, str | None] = Field(
         default_factory=dict, description="new hierarchy nodes: node -> parent node (null for a root)"
     )
+    tree: str | None = Field(
+        None, description="YAML label tree adding nodes, parents and aliases (format: configs/label-tree.yaml)"
+    )
+    uncertain: Literal["ignore", "zeros", "ones"] = Field(
+        "ignore", description="CheXpert/MIMIC uncertain (-1) labels: unknown (ignore), negative (zeros) or positive"
+    )
+    unmentioned: Literal["negative", "unknown"] = Field(
+        "negative", description="CheXpert/MIMIC blank (not mentioned in the report) labels: negative or unknown"
+    )
+
+    @field_validator("tree")
+    @classmethod
+    def _expand_tree(cls, tree: str | None) -> str | None:
+        """``$VAR`` and ``~`` expanded and the path made absolute, so a run's copied config finds the same file."""
+        if tree is None:
+            return None
+        expanded = os.path.expandvars(tree)
+        if "$" in expanded:
+            raise ValueError(f"{tree!r}: environment variable not set")
+        return str(Path(expanded).expanduser().absolute())
 
 
 class PreprocessConfig(StrictModel):
@@ -71,7 +91,28 @@ class DataConfig(StrictModel):
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     cache_dir: str | None = Field(None, description="preprocessed-image cache (default ~/.cache/cxrlens)")
     skip_bad: bool = Field(False, description="skip unreadable rows/images instead of stopping")
-    frontal_views: list[str] = Field(default_factory=lambda: ["PA", "AP", "AP Supine", "AP Erect"])
+    frontal_views: list[str] = Field(
+        default_factory=lambda: ["PA", "AP", "AP Supine", "AP Erect", "Frontal"],
+        description="views kept (each collection's codes are mapped: PadChest AP_horizontal is 'AP Supine', a "
+        "CheXpert frontal image without AP/PA is 'Frontal'); images of other views are dropped and counted",
+    )
+    keep_labels: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="source -> labels: keep only that source's images positive for one of them "
+        "(e.g. nih: [No Finding] for adult normals); other sources are kept whole",
+    )
+    max_patients: dict[str, int] = Field(
+        default_factory=dict,
+        description="source -> at most this many patients (the same ones every time: chosen by a hash of the id)",
+    )
+
+    @field_validator("max_patients")
+    @classmethod
+    def _positive(cls, limits: dict[str, int]) -> dict[str, int]:
+        bad = [source for source, n in limits.items() if n < 1]
+        if bad:
+            raise ValueError(f"max_patients of {', '.join(bad)} must be at least 1")
+        return limits
 
     @field_validator("sources")
     @classmethod
@@ -155,16 +196,34 @@ class TrainConfig(StrictModel):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     patience: int = Field(5, ge=0, description="early stop after this many epochs without val-loss gain (0: off)")
-    precision: str = Field("32-true", description="lightning precision: 32-true, bf16-mixed, 16-mixed (CUDA)")
+    precision: str = Field(
+        "auto",
+        description="auto (bf16-mixed on CPUs with native bf16 and on bf16 GPUs, 16-mixed on older GPUs, else "
+        "32-true; docs/training_recipe.md) or a lightning precision: 32-true (the paper's loop), bf16-mixed, 16-mixed",
+    )
     accelerator: str = "auto"
     devices: str = Field("auto", description="'auto', a count like '2', or a list like '0,1'")
     num_nodes: int = Field(1, ge=1)
     strategy: str = Field("auto", description="lightning strategy, e.g. ddp")
     num_workers: int = Field(0, ge=0, description="data-loader worker processes")
     seed: int = 0
-    channels_last: bool = Field(False, description="channels-last memory format (speed, same results)")
+    channels_last: Literal["auto"] | bool = Field(
+        "auto", description="channels-last memory format (speed, same maths); auto: per backbone where it helps"
+    )
+    fused_optimizer: bool = Field(True, description="Adam as one fused kernel per tensor (same maths, faster step)")
     limit_batches: int | None = Field(None, ge=1, description="at most this many batches per epoch (quick runs)")
     tensorboard: bool = Field(False, description="also log to TensorBoard (needs the tensorboard package)")
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _check_precision(cls, value: Any) -> str:
+        """Lightning's short aliases become its full names (``bf16`` -> ``bf16-mixed``); unknown names fail here."""
+        known = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+        text = str(value).strip()
+        text = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}.get(text, text)
+        if text not in known:
+            raise ValueError(f"precision must be one of {', '.join(known)} (got {value!r})")
+        return text
 
 
 class EvaluateConfig(StrictModel):

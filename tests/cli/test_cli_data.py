@@ -172,3 +172,24 @@ def test_acceptance_split_of_the_shared_data(realdata, tmp_path, scheme):
 
     rows = read_splits(out)  # read_splits refuses any patient shared between subsets of a fold
     assert len({r.filename for r in rows}) == 1441
+
+
+def test_summary_of_other_collections_reports_what_each_source_annotates(tmp_path):
+    from tests.data.collection_files import make_covidx, make_nih, make_rsna
+
+    nih, rsna, covidx = make_nih(tmp_path / "nih"), make_rsna(tmp_path / "rsna"), make_covidx(tmp_path / "covidx")
+    args = ["data", "summary", "--data", str(nih), "--data", str(rsna), "--data", str(covidx), "--data", "@sample"]
+    result = cxrlens(*args, "--json")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert {s: c["images"] for s, c in out["sources"].items()} == {
+        "nih": 5, "rsna": 4, "covidx": 6, "cohen": 21, "kermany": 30}  # fmt: skip
+    assert out["labels"]["Lung Opacity"] == 1 and out["labels"]["Effusion"] == 1
+    assert out["annotation"]["rsna"]["Pneumonia"] == {"positive": 0, "negative": 0, "unknown": 4}
+    assert out["annotation"]["covidx"]["COVID-19"] == {"positive": 3, "negative": 3, "unknown": 0}
+    assert out["annotation"]["covidx"]["No Finding"] == {"positive": 1, "negative": 3, "unknown": 2}
+    assert out["annotation"]["cohen"]["Lung Opacity"]["unknown"] == 21
+    assert any("1 of 6 listed image(s) not found" in note for note in out["notes"])
+    text = cxrlens(*args, "--labels", "paper14", "--no-check")
+    assert text.returncode == 0, text.stderr
+    assert "what each source" in text.stdout and "findings outside the label space" in text.stdout

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -90,6 +89,31 @@ def _print_summary(s: dict) -> None:  # type: ignore[type-arg]
             f"[yellow]not learnable (< {s['min_images']} images):[/] "
             + ", ".join(f"{n} ({c})" for n, c in s["rare_labels"].items())
         )
+    if s["outside_label_space"]:
+        console.print(
+            "findings outside the label space (images): "
+            + ", ".join(f"{n} ({c})" for n, c in s["outside_label_space"].items())
+            + f"; {s['images_without_label_in_space']} image(s) have no positive label in it"
+        )
+    if s["unknown_labels"]:  # which source annotates which label
+        policy, sources = s["label_policy"], list(s["annotation"])
+        table = Table(
+            title="what each source annotates: positive/negative/unknown images "
+            f"(uncertain: {policy['uncertain']}, not mentioned: {policy['unmentioned']})"
+        )
+        table.add_column("label")
+        for source in sources:
+            table.add_column(source, justify="right")
+        labels: list[str] = list(s["annotation"][sources[0]]) if sources else []
+        for label in labels:
+            counts = [s["annotation"][source][label] for source in sources]
+            table.add_row(
+                label,
+                *("-" if c["unknown"] and not (c["positive"] or c["negative"]) else
+                  f"{c['positive']}/{c['negative']}/{c['unknown']}" for c in counts),
+            )  # fmt: skip
+        console.print(table)
+        console.print("(-: the source does not annotate the label: unknown for its images, not negative)")
     for note in s["notes"]:
         console.print(f"note: {note}")
     if s["problems"]:
@@ -105,7 +129,9 @@ def prepare_cmd(
     config: ConfigOpt = None,
     size: Annotated[int | None, typer.Option("--size", help="output size N (N x N)")] = None,
     cache: Annotated[Path | None, typer.Option("--cache", help="cache folder (default ~/.cache/cxrlens)")] = None,
-    workers: Annotated[int, typer.Option("--workers", help="processes (default: all cores)")] = 0,
+    workers: Annotated[
+        int, typer.Option("--workers", help="processes (default: every usable core; one for a few dozen images)")
+    ] = 0,
     skip_bad: SkipOpt = False,
     assignments: SetOpt = None,
 ) -> None:
@@ -114,7 +140,7 @@ def prepare_cmd(
     dataset = load_dataset(cfg=cfg)
     store = PreprocessCache(cfg.preprocess, cfg.cache_dir)
     with progress_bar(f"preprocessing to {cfg.preprocess.size}px", len(dataset)) as advance:
-        report = store.prepare(dataset.records, workers=workers or (os.cpu_count() or 1), progress=advance)
+        report = store.prepare(dataset.records, workers=workers or None, progress=advance)
     if report.failed and not cfg.skip_bad:
         first = report.failed[0]
         raise DataError(f"{first} ({len(report.failed)} image(s) failed; pass --skip-bad to skip them)")

@@ -1,7 +1,9 @@
 """Write a dataset as a self-contained cxrlens-CSV folder (images, lung masks, ``metadata.csv``).
 
 Used for an external set held out of the cross-validation (``cxrlens data split --external-out DIR``): the
-folder is then read like any other data source, e.g. by ``cxrlens evaluate-external --data DIR``.
+folder is then read like any other data source, e.g. by ``cxrlens evaluate-external --data DIR``. Records of a
+collection keep its name as their ``source`` and their unknown labels in the ``unknown`` column, so the folder reads
+back with the same labels and unknown values.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from cxrlens.errors import DataError
 from cxrlens.fileio import atomic_write_text, csv_text
 
 COLUMNS = ("filename", "patient_id", "finding", "view", "source", "sex", "age", "offset", "date", "license",
-           "lung_mask")  # fmt: skip
+           "lung_mask", "unknown")  # fmt: skip
 METADATA = "metadata.csv"
 
 
@@ -50,6 +52,7 @@ def write_dataset_folder(dataset: Dataset, out_dir: str | Path) -> Path:
             "date": rec.date,
             "license": rec.license,
             "lung_mask": mask,
+            "unknown": ";".join(sorted(rec.unknown)),  # read back by the cxrlens CSV reader
         }
         rows.append([values[c] for c in COLUMNS])
     text = csv_text(COLUMNS, rows)

@@ -5,6 +5,11 @@ A *node* is one component of a finding path (``Viral`` in ``Pneumonia/Viral/COVI
 ("Viral Pneumonia"), every other node keeps its own name. A finding such as
 ``Pneumonia/Viral/COVID-19;ARDS`` is labelled with its nodes and all their ancestors:
 {Pneumonia, Viral Pneumonia, COVID-19, ARDS}.
+
+The tree grows with the data: each collection's own findings (NIH's Effusion, CheXpert's Lung Opacity, ...)
+become root nodes unless a tree file or ``labels.extra_nodes`` places them (:meth:`Hierarchy.grow`). A label a
+source does not annotate is *unknown* for its images, not negative (:meth:`Hierarchy.unknown_labels`,
+:meth:`LabelSpace.known_mask`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import itertools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -67,8 +73,14 @@ BUILTIN_ALIASES: dict[str, str] = {
     "bacteria": "Bacterial",
 }
 
+#: the nodes of the paper's tree: what the cxrlens CSV, Cohen's and Kermany's data annotate
+PAPER_NODES: frozenset[str] = frozenset(BUILTIN_PARENTS)
+
 #: findings that mean "not labelled yet" in the sources: such rows are dropped, not errors
 UNLABELLED_FINDINGS = frozenset({"todo", "unknown", ""})
+
+#: the finding of an image with no positive label (every label it annotates is negative, e.g. COVIDx "negative")
+NO_POSITIVE = "(none)"
 
 #: the 14 outputs of the paper's published code (Chatterjee et al., J. Imaging 2024), in that order
 PAPER14: tuple[str, ...] = (
@@ -148,17 +160,42 @@ class Hierarchy:
         return None if parent is None else self.label_name(parent)
 
     def _node_of_label(self) -> dict[str, str]:
+        return self._label_nodes
+
+    @cached_property
+    def _label_nodes(self) -> dict[str, str]:
         return {self.label_name(node): node for node in self.parents}
+
+    @cached_property
+    def _lower_nodes(self) -> tuple[dict[str, str], dict[str, str]]:
+        by_lower = {node.lower(): node for node in self.parents}
+        by_label = {label.lower(): node for label, node in self._label_nodes.items()}
+        return by_lower, by_label
+
+    @cached_property
+    def _descendants(self) -> dict[str, frozenset[str]]:
+        below: dict[str, set[str]] = {node: set() for node in self.parents}
+        for node in self.parents:
+            for ancestor in self.ancestors(node)[1:]:
+                below[ancestor].add(node)
+        return {node: frozenset(nodes) for node, nodes in below.items()}
+
+    def node(self, name: str) -> str | None:
+        """The node a spelling names (node, label name or alias, any case), or None."""
+        return self._lookup(name)
+
+    def label_names(self) -> list[str]:
+        """Every label name of the tree, in node order."""
+        return [self.label_name(node) for node in self.parents]
 
     def _lookup(self, name: str) -> str | None:
         text = name.strip()
         if text in self.parents:
             return text
         lowered = text.lower()
-        by_lower = {node.lower(): node for node in self.parents}
+        by_lower, by_label = self._lower_nodes
         if lowered in by_lower:
             return by_lower[lowered]
-        by_label = {label.lower(): node for label, node in self._node_of_label().items()}
         if lowered in by_label:
             return by_label[lowered]
         target = self.aliases.get(lowered)
@@ -167,6 +204,43 @@ class Hierarchy:
         if "/" in target or ";" in target:
             raise LabelError(f"alias {name!r} must map to one node, not the path {target!r}")
         return self._lookup(target) if target.lower() != lowered else None
+
+    # -- growing -----------------------------------------------------------------------------
+    def grow(self, names: Iterable[str]) -> Hierarchy:
+        """This tree plus a root node for every name it does not know (a collection's own findings).
+
+        A name that is an alias of a node the tree lacks adds that node (so ``Pleural Effusion -> Effusion``
+        makes ``Effusion`` a node even without NIH's data).
+        """
+        parents = dict(self.parents)
+        grown = self
+        for name in names:
+            text = name.strip()
+            if not text or grown.node(text) is not None:
+                continue
+            if any(sep in text for sep in "/;,"):
+                raise LabelError(f"label {text!r}: a node name cannot hold '/', ';' or ','")
+            target = self.aliases.get(text.lower())
+            new = target if target and not any(sep in target for sep in "/;,") else text
+            parents[new] = None
+            grown = Hierarchy(parents=dict(parents), aliases=self.aliases)
+        return grown
+
+    # -- unknown values ----------------------------------------------------------------------
+    def unknown_labels(self, annotated: Iterable[str], positives: Iterable[str]) -> frozenset[str]:
+        """Label names whose value is not known for an image with these ``positives`` (label names, ancestors
+        included) from a source that annotates the ``annotated`` nodes.
+
+        Known are: the annotated nodes, every positive label, and every descendant of an annotated negative
+        node (no pneumonia means no viral pneumonia). Everything else is unknown, never a positive label.
+        """
+        label_nodes = self._label_nodes
+        positive_nodes = {label_nodes[name] for name in positives if name in label_nodes}
+        annotated_nodes = {node for node in annotated if node in self.parents}
+        known = positive_nodes | annotated_nodes
+        for node in annotated_nodes - positive_nodes:
+            known |= self._descendants[node]
+        return frozenset(self.label_name(node) for node in self.parents if node not in known)
 
     # -- findings ----------------------------------------------------------------------------
     def is_unlabelled(self, finding: str) -> bool:
@@ -177,9 +251,11 @@ class Hierarchy:
 
         Accepts hierarchical paths joined by ``;`` (``Pneumonia/Viral/COVID-19;ARDS``), Cohen's
         older flat labels joined by ``,`` (``COVID-19, ARDS``), label names ("Viral Pneumonia")
-        and the aliases in the hierarchy.
+        and the aliases in the hierarchy. ``(none)`` (:data:`NO_POSITIVE`) is an image with no positive label.
         """
         text = finding.strip()
+        if text == NO_POSITIVE:
+            return frozenset()
         whole_alias = self.aliases.get(text.lower())
         if whole_alias is not None and ("/" in whole_alias or ";" in whole_alias):
             text = whole_alias
@@ -279,6 +355,16 @@ class LabelSpace:
         if not rows:
             return np.zeros((0, len(self.names)), dtype=np.float32)
         return np.stack(rows)
+
+    def known_mask(self, label_sets_unknown: Iterable[frozenset[str]]) -> np.ndarray:
+        """Images x labels, bool: True where the label's value is known (False: mask it out of losses/metrics).
+
+        Takes each image's unknown label names (``ImageRecord.unknown``), in the order of :meth:`encode_many`.
+        """
+        rows = [[name not in unknown for name in self.names] for unknown in label_sets_unknown]
+        if not rows:
+            return np.zeros((0, len(self.names)), dtype=bool)
+        return np.asarray(rows, dtype=bool)
 
 
 def label_counts(label_sets: Iterable[Iterable[str]]) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""The one table every source is read into: an image, its patient, finding and labels."""
+"""The one table every source is read into: an image, its patient, finding, labels and unknown labels."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ class ImageRecord:
     filename: str  # unique key, relative to the dataset root
     path: Path  # absolute path of the image file
     patient_id: str
-    finding: str
-    labels: frozenset[str]
+    finding: str  # as the source says it, resolvable by Hierarchy.resolve ("(none)": no positive label)
+    labels: frozenset[str]  # positive label names, every ancestor included
     view: str = ""
     source: str = ""
     lung_mask: Path | None = None
@@ -28,6 +28,9 @@ class ImageRecord:
     sex: str = ""  # "F", "M" or "" (unknown)
     age: str = ""  # years as written by the source, "" when unknown
     origin: str = ""  # "<file>:<row>" where the record came from, for messages
+    # label names whose value is not known for this image (not annotated by its source, or uncertain under
+    # labels.uncertain=ignore); never a positive label. LabelSpace.known_mask turns them into a mask.
+    unknown: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,10 @@ class Dataset:
 
     def label_matrix(self, space: LabelSpace) -> np.ndarray:
         return space.encode_many(r.labels for r in self.records)
+
+    def known_matrix(self, space: LabelSpace) -> np.ndarray:
+        """Images x labels, bool: True where the value in :meth:`label_matrix` is known."""
+        return space.known_mask(r.unknown for r in self.records)
 
     def by_filename(self) -> dict[str, ImageRecord]:
         return {r.filename: r for r in self.records}

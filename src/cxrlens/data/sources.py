@@ -1,39 +1,87 @@
-"""Read data sources into one :class:`Dataset`.
+"""Read data sources into one :class:`Dataset`: detect each source's layout, grow the label tree, combine.
 
-Three layouts are recognised, and any number of them can be combined:
+Layouts (one reader module each in :mod:`cxrlens.data.readers`), any number of them combined:
 
-* **cxrlens CSV** (``metadata.csv``): columns ``filename, patient_id, finding``
-  (+ optional ``view, source, lung_mask, offset, date, license, sex, age``), paths relative to the CSV's folder;
-* **Cohen's covid-chestxray-dataset** ``metadata.csv``: columns ``patientid, finding, view, modality,
-  folder, filename``; frontal X-rays kept, CT and lateral views dropped;
-* **Kermany** folders ``chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/...``: viral/bacterial from the
-  file name, the patient from ``personN`` / ``IM-XXXX``.
+* **cxrlens CSV** (``metadata.csv``): ``filename, patient_id, finding`` (+ optional ``view, source, lung_mask,
+  offset, date, license, sex, age, unknown``), paths relative to the CSV's folder;
+* **Cohen's covid-chestxray-dataset** ``metadata.csv``: ``patientid, finding, view, modality, folder, filename``;
+* **Kermany** folders ``chest_xray/{train,val,test}/{NORMAL,PNEUMONIA}/...``;
+* **NIH ChestX-ray14** ``Data_Entry_2017.csv`` + ``images*/``; **CheXpert** ``train.csv``/``valid.csv``;
+  **MIMIC-CXR-JPG** ``mimic-cxr-2.0.0-metadata.csv(.gz)`` + ``-chexpert``/``-negbio`` labels + ``files/``;
+  **PadChest** ``PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv`` + ``<ImageDir>/<ImageID>``;
+  **RSNA Pneumonia** ``stage_2_train_labels.csv`` + ``stage_2_detailed_class_info.csv`` + DICOMs;
+  **COVIDx** ``train.txt``/``val.txt``/``test.txt`` + ``train/``, ``val/``, ``test/``.
 
-A source is a folder (its layout detected) or a CSV file. ``@sample`` is the embedded sample.
+A source is a folder (its layout detected from the files it holds), a CSV file (from its columns) or a COVIDx
+split file. ``@sample`` is the embedded sample. The label tree is the configured one
+(:func:`cxrlens.data.tree.configured_hierarchy`) grown with every source's vocabulary; each record's
+``unknown`` labels are those its source does not annotate (see :mod:`cxrlens.data.readers.vocabularies`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import hashlib
 import os
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 
 from cxrlens.config import DataConfig
-from cxrlens.data.labels import Hierarchy
+from cxrlens.data.readers import chexpert, cohen, covidx, cxrlens_csv, kermany, mimic, nih, padchest, rsna
+from cxrlens.data.readers.base import IMAGE_SUFFIXES, ReadContext, Source, normal_sex, read_csv_header, read_csv_rows
+from cxrlens.data.readers.kermany import kermany_patient
 from cxrlens.data.records import Dataset, ImageRecord, ProblemLog
-from cxrlens.errors import DataError, LabelError
+from cxrlens.data.tree import configured_hierarchy
+from cxrlens.errors import DataError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "SAMPLE",
+    "detect_layout",
+    "kermany_patient",
+    "load_dataset",
+    "normal_sex",
+    "read_csv_rows",
+    "resolve_source",
+    "sample_root",
+]
 
 SAMPLE = "@sample"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".dcm", ".dicom", ".dic"}
-OURS_REQUIRED = ("filename", "patient_id", "finding")
-COHEN_REQUIRED = ("patientid", "finding", "view", "modality", "folder", "filename")
-_PERSON = re.compile(r"(person\d+)", re.IGNORECASE)
-_NORMAL_ID = re.compile(r"(IM-\d+)", re.IGNORECASE)
+
+#: layout name -> reader class
+READERS: dict[str, type[Source]] = {
+    "ours": cxrlens_csv.CxrlensCsv,
+    "cohen": cohen.CohenCsv,
+    "kermany": kermany.KermanyFolders,
+    "nih": nih.NihCsv,
+    "chexpert": chexpert.CheXpertCsv,
+    "mimic": mimic.MimicCsv,
+    "padchest": padchest.PadChestCsv,
+    "rsna": rsna.RsnaCsv,
+    "covidx": covidx.CovidxSplits,
+}
+
+#: CSV layouts in the order their columns are tested (the cxrlens CSV first: it may carry any extra column)
+CSV_LAYOUTS: tuple[tuple[str, Callable[[list[str]], bool]], ...] = (
+    ("ours", cxrlens_csv.matches),
+    ("cohen", cohen.matches),
+    ("nih", nih.matches),
+    ("chexpert", chexpert.matches),
+    ("mimic", mimic.matches),
+    ("padchest", padchest.matches),
+    ("rsna", rsna.matches),
+)
+
+#: folder layouts, tested after ``metadata.csv`` and before Kermany's class folders
+FOLDER_LAYOUTS: tuple[tuple[str, Callable[[Path], Path | None]], ...] = (
+    ("nih", nih.find),
+    ("chexpert", chexpert.find),
+    ("mimic", mimic.find),
+    ("padchest", padchest.find),
+    ("rsna", rsna.find),
+    ("covidx", covidx.find),
+)
 
 
 def sample_root() -> Path:
@@ -49,304 +97,57 @@ def resolve_source(source: str | Path) -> Path:
     return path
 
 
-def read_csv_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
-    """Header and (line number, row) pairs of a UTF-8 CSV; clear errors for encoding problems."""
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise DataError(
-            f"{path}: not UTF-8 (invalid byte 0x{raw[err.start]:02x} on line {line}); re-save it as UTF-8"
-        ) from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    if not header:
-        raise DataError(f"{path}: empty CSV (no header row)")
-    reader.fieldnames = header
-    rows: list[tuple[int, dict[str, str]]] = []
-    try:
-        for row in reader:
-            if None in row:
-                raise DataError(f"{path}:{reader.line_num}: more fields than columns in the header")
-            clean = {k: (v or "").strip() for k, v in row.items()}
-            if any(clean.values()):
-                rows.append((reader.line_num, clean))
-    except csv.Error as err:
-        raise DataError(f"{path}:{reader.line_num}: malformed CSV ({err})") from None
-    return header, rows
-
-
-def _safe_join(root: Path, relative: str) -> Path | None:
-    """``root/relative`` if it stays inside ``root`` (lexically: symlinks inside are allowed).
-
-    Windows separators in a CSV made on Windows (``images\\a.png``) are read as ``/``.
-    """
-    if not relative or Path(relative).is_absolute() or relative.startswith(("/", "\\")):
-        return None
-    if re.match(r"^[A-Za-z]:[\\/]", relative):  # a Windows drive path is absolute too
-        return None
-    relative = relative.replace("\\", "/")
-    joined = Path(os.path.normpath(root / relative))
-    root_norm = Path(os.path.normpath(root))
-    if joined != root_norm and root_norm in joined.parents:
-        return joined
-    return None
-
-
 def detect_layout(path: Path) -> tuple[str, Path]:
-    """("ours" | "cohen", csv) or ("kermany", folder)."""
+    """(layout, location): the CSV/split file of a table layout, or the folder (Kermany, CheXpert, COVIDx)."""
     if path.is_file():
-        if path.suffix.lower() != ".csv":
-            raise DataError(f"{path}: expected a data folder or a CSV file")
+        name = path.name.lower()
+        if name.endswith(".txt") and covidx.looks_like(path):
+            return "covidx", path
+        if not name.endswith((".csv", ".csv.gz")):
+            raise DataError(f"{path}: expected a data folder, a CSV file or a COVIDx split file")
         return _csv_layout(path), path
     csv_path = path / "metadata.csv"
     if csv_path.is_file():
         return _csv_layout(csv_path), csv_path
-    if _kermany_class_dirs(path):
+    for layout, find in FOLDER_LAYOUTS:
+        location = find(path)
+        if location is not None:
+            return layout, location
+    if kermany.class_dirs(path):
         return "kermany", path
     raise DataError(
-        f"{path}: no metadata.csv and no Kermany NORMAL/PNEUMONIA folders found; "
+        f"{path}: no metadata.csv and no Kermany NORMAL/PNEUMONIA folders found, nor the files of NIH "
+        "ChestX-ray14, CheXpert, MIMIC-CXR-JPG, PadChest, RSNA Pneumonia or COVIDx; "
         "see `cxrlens data --help` for the supported layouts"
     )
 
 
 def _csv_layout(csv_path: Path) -> str:
-    header, _ = read_csv_rows(csv_path)
-    columns = set(header)
-    if set(OURS_REQUIRED) <= columns:
-        return "ours"
-    if set(COHEN_REQUIRED) <= columns:
-        return "cohen"
-    missing = [c for c in OURS_REQUIRED if c not in columns]
+    header = read_csv_header(csv_path)
+    if not header:
+        raise DataError(f"{csv_path}: empty CSV (no header row)")
+    for layout, matches in CSV_LAYOUTS:
+        if matches(header):
+            return layout
+    missing = [c for c in cxrlens_csv.REQUIRED if c not in header]
     raise DataError(
         f"{csv_path}: missing required column(s) {', '.join(missing)} "
-        f"(cxrlens CSV needs {', '.join(OURS_REQUIRED)}; Cohen's needs {', '.join(COHEN_REQUIRED)})"
+        f"(cxrlens CSV needs {', '.join(cxrlens_csv.REQUIRED)}; Cohen's needs {', '.join(cohen.REQUIRED)}; "
+        "or the label file of NIH, CheXpert, MIMIC-CXR-JPG, PadChest or RSNA)"
     )
-
-
-def _kermany_class_dirs(root: Path) -> list[Path]:
-    found = []
-    for dirpath, dirnames, _ in os.walk(root):
-        for name in dirnames:
-            if name.upper() in {"NORMAL", "PNEUMONIA"}:
-                found.append(Path(dirpath) / name)
-        if len(Path(dirpath).relative_to(root).parts) >= 3:
-            dirnames.clear()
-    return sorted(found)
-
-
-class _Reader:
-    """Shared row handling: paths, duplicates, labels, problems."""
-
-    def __init__(self, cfg: DataConfig, hierarchy: Hierarchy, log: ProblemLog) -> None:
-        self.cfg = cfg
-        self.hierarchy = hierarchy
-        self.log = log
-        self.notes: list[str] = []
-        self.unknown: dict[str, list[str]] = {}
-
-    def labels(self, finding: str, where: str) -> frozenset[str] | None:
-        try:
-            return self.hierarchy.resolve(finding)
-        except LabelError as err:
-            self.unknown.setdefault(finding, []).append(where)
-            if self.log.skip_bad:
-                self.log.report(where, str(err))
-            return None
-
-    def raise_unknown(self, source: Path) -> None:
-        if not self.unknown or self.log.skip_bad:
-            return
-        listed = "; ".join(
-            f"{finding!r} ({len(places)} row(s), first {places[0]})" for finding, places in self.unknown.items()
-        )
-        raise DataError(
-            f"{source}: unknown finding(s): {listed}. Map them with labels.aliases "
-            "(spelling -> known finding) or add nodes with labels.extra_nodes, or pass --skip-bad"
-        )
-
-    def image_path(self, root: Path, relative: str, where: str) -> Path | None:
-        path = _safe_join(root, relative)
-        if path is None:
-            self.log.report(where, f"filename {relative!r} is outside the data folder {root}")
-            return None
-        if not path.is_file():
-            self.log.report(where, f"image file not found: {relative}")
-            return None
-        return path
-
-
-def _read_ours(csv_path: Path, reader: _Reader) -> list[ImageRecord]:
-    root = csv_path.parent
-    header, rows = read_csv_rows(csv_path)
-    missing = [c for c in OURS_REQUIRED if c not in header]
-    if missing:
-        raise DataError(f"{csv_path}: missing required column(s) {', '.join(missing)}")
-    records: list[ImageRecord] = []
-    frontal = set(reader.cfg.frontal_views)
-    dropped_views = 0
-    for line, row in rows:
-        where = f"{csv_path.name}:{line}"
-        if not row["filename"]:
-            reader.log.report(where, "empty filename")
-            continue
-        if not row["patient_id"]:
-            reader.log.report(where, f"empty patient_id for {row['filename']}")
-            continue
-        if row.get("view") and row["view"] not in frontal:
-            dropped_views += 1
-            continue
-        if reader.hierarchy.is_unlabelled(row["finding"]):
-            reader.log.report(where, f"no finding for {row['filename']}")
-            continue
-        labels = reader.labels(row["finding"], where)
-        path = reader.image_path(root, row["filename"], where)
-        if labels is None or path is None:
-            continue
-        mask = None
-        if row.get("lung_mask"):
-            mask = _safe_join(root, row["lung_mask"])
-            if mask is None or not mask.is_file():
-                reader.log.report(where, f"lung mask not found or outside the data folder: {row['lung_mask']}")
-                mask = None
-        records.append(
-            ImageRecord(
-                filename=row["filename"],
-                path=path,
-                patient_id=row["patient_id"],
-                finding=row["finding"],
-                labels=labels,
-                view=row.get("view", ""),
-                source=row.get("source", "") or csv_path.parent.name,
-                lung_mask=mask,
-                offset=row.get("offset", ""),
-                date=row.get("date", ""),
-                license=row.get("license", ""),
-                sex=normal_sex(row.get("sex", "")),
-                age=row.get("age", "").strip(),
-                origin=where,
-            )
-        )
-    reader.raise_unknown(csv_path)
-    if dropped_views:
-        reader.notes.append(f"{csv_path}: {dropped_views} non-frontal row(s) dropped")
-    return records
-
-
-def _read_cohen(csv_path: Path, reader: _Reader) -> list[ImageRecord]:
-    root = csv_path.parent
-    _, rows = read_csv_rows(csv_path)
-    frontal = set(reader.cfg.frontal_views)
-    records: list[ImageRecord] = []
-    dropped = {"not an X-ray": 0, "not a frontal view": 0, "not yet labelled": 0}
-    for line, row in rows:
-        where = f"{csv_path.name}:{line}"
-        if row["modality"].lower() not in {"x-ray", "xray", "cr", "dx"}:
-            dropped["not an X-ray"] += 1
-            continue
-        if row["view"] not in frontal:
-            dropped["not a frontal view"] += 1
-            continue
-        if reader.hierarchy.is_unlabelled(row["finding"]):
-            dropped["not yet labelled"] += 1
-            continue
-        labels = reader.labels(row["finding"], where)
-        relative = f"{row['folder']}/{row['filename']}" if row["folder"] else row["filename"]
-        path = reader.image_path(root, relative, where)
-        if labels is None or path is None:
-            continue
-        records.append(
-            ImageRecord(
-                filename=relative,
-                path=path,
-                patient_id=f"cohen-{row['patientid']}",
-                finding=row["finding"],
-                labels=labels,
-                view=row["view"],
-                source="cohen",
-                offset=row.get("offset", ""),
-                date=row.get("date", ""),
-                license=row.get("license", ""),
-                sex=normal_sex(row.get("sex", "")),
-                age=row.get("age", "").strip(),
-                origin=where,
-            )
-        )
-    reader.raise_unknown(csv_path)
-    for why, count in dropped.items():
-        if count:
-            reader.notes.append(f"{csv_path}: {count} row(s) dropped ({why})")
-    return records
-
-
-def normal_sex(value: str) -> str:
-    """``F`` or ``M`` from the spellings sources use (F, female, w, ...); "" when unknown."""
-    text = value.strip().lower()
-    if text in {"f", "female", "w", "woman"}:
-        return "F"
-    if text in {"m", "male", "man"}:
-        return "M"
-    return ""
-
-
-def kermany_patient(name: str) -> str | None:
-    person = _PERSON.search(name)
-    if person:
-        return f"kermany-{person.group(1).lower()}"
-    normal = _NORMAL_ID.search(name)
-    if normal:
-        return f"kermany-{normal.group(1).upper()}"
-    return None
-
-
-def _read_kermany(root: Path, reader: _Reader) -> list[ImageRecord]:
-    records: list[ImageRecord] = []
-    own_patient = 0
-    for class_dir in _kermany_class_dirs(root):
-        for path in sorted(class_dir.rglob("*")):
-            if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES or path.name.startswith("."):
-                continue
-            relative = path.relative_to(root).as_posix()
-            lowered = path.name.lower()
-            if class_dir.name.upper() == "NORMAL":
-                finding = "No Finding"
-            elif "virus" in lowered or "viral" in lowered:
-                finding = "Pneumonia/Viral"
-            elif "bacteria" in lowered or "bacterial" in lowered:
-                finding = "Pneumonia/Bacterial"
-            else:
-                reader.log.report(relative, "PNEUMONIA image whose name says neither 'virus' nor 'bacteria'")
-                continue
-            patient = kermany_patient(path.name)
-            if patient is None:
-                patient = f"kermany-{path.stem}"
-                own_patient += 1
-            records.append(
-                ImageRecord(
-                    filename=relative,
-                    path=path,
-                    patient_id=patient,
-                    finding=finding,
-                    labels=reader.hierarchy.resolve(finding),
-                    view="AP",
-                    source="kermany",
-                    license="CC BY 4.0",
-                    origin=relative,
-                )
-            )
-    if own_patient:
-        reader.notes.append(
-            f"{root}: {own_patient} Kermany file name(s) carry no personN/IM-XXXX id; "
-            "each is treated as its own patient"
-        )
-    if not records:
-        raise DataError(f"{root}: Kermany layout found but it holds no images")
-    return records
 
 
 def _common_root(paths: Sequence[Path]) -> Path:
     return Path(os.path.commonpath([str(p.resolve()) for p in paths]))
+
+
+def open_sources(source_list: Iterable[str], cfg: DataConfig) -> list[Source]:
+    """Every source detected and its files parsed (nothing resolved against the label tree yet)."""
+    opened = []
+    for source in source_list:
+        layout, location = detect_layout(resolve_source(source))
+        opened.append(READERS[layout](location, cfg))
+    return opened
 
 
 def load_dataset(sources: Iterable[str | Path] | None = None, cfg: DataConfig | None = None) -> Dataset:
@@ -355,25 +156,20 @@ def load_dataset(sources: Iterable[str | Path] | None = None, cfg: DataConfig | 
     source_list = [str(s) for s in (sources if sources is not None else cfg.sources)]
     if not source_list:
         raise DataError("no data source given")
-    hierarchy = Hierarchy.build(cfg.labels.extra_nodes, cfg.labels.aliases)
+    opened = open_sources(source_list, cfg)
+    hierarchy = configured_hierarchy(cfg.labels)
+    for src in opened:
+        hierarchy = hierarchy.grow(src.vocabulary)
     log = ProblemLog(cfg.skip_bad)
-    reader = _Reader(cfg, hierarchy, log)
+    ctx = ReadContext(cfg, hierarchy, log)
     parts: list[tuple[Path, list[ImageRecord]]] = []
-    for source in source_list:
-        path = resolve_source(source)
-        layout, location = detect_layout(path)
-        if layout == "ours":
-            records = _read_ours(location, reader)
-        elif layout == "cohen":
-            records = _read_cohen(location, reader)
-        else:
-            records = _read_kermany(location, reader)
-        base = location.parent if location.is_file() else location
-        parts.append((base.resolve(), records))
+    for src in opened:
+        ctx.unresolved.clear()
+        parts.append((src.base.resolve(), src.read(ctx)))
 
     root = parts[0][0] if len(parts) == 1 else _common_root([p for p, _ in parts])
     combined: list[ImageRecord] = []
-    for base, records in parts:
+    for base, records in [(b, select(r, cfg, ctx.notes)) for b, r in parts]:
         prefix = base.relative_to(root).as_posix() if base != root else ""
         for rec in records:
             name = f"{prefix}/{rec.filename}" if prefix else rec.filename
@@ -381,7 +177,30 @@ def load_dataset(sources: Iterable[str | Path] | None = None, cfg: DataConfig | 
     combined = _drop_duplicates(combined, log)
     if not combined:
         raise DataError(f"no usable images in {', '.join(source_list)}")
-    return Dataset(combined, root, hierarchy, log.problems, reader.notes)
+    return Dataset(combined, root, hierarchy, log.problems, ctx.notes)
+
+
+def select(records: list[ImageRecord], cfg: DataConfig, notes: list[str]) -> list[ImageRecord]:
+    """``data.keep_labels`` and ``data.max_patients`` applied (what is left out is noted)."""
+    kept = records
+    for source, wanted in cfg.keep_labels.items():
+        keep = set(wanted)
+        before = len(kept)
+        kept = [r for r in kept if r.source != source or r.labels & keep]
+        if before > len(kept):
+            notes.append(f"{source}: {before - len(kept):,} image(s) not positive for {', '.join(wanted)} left out")
+    for source, limit in cfg.max_patients.items():
+        patients = sorted({r.patient_id for r in kept if r.source == source}, key=_patient_order)
+        if len(patients) > limit:
+            chosen = set(patients[:limit])
+            kept = [r for r in kept if r.source != source or r.patient_id in chosen]
+            notes.append(f"{source}: {limit:,} of {len(patients):,} patients kept (data.max_patients)")
+    return kept
+
+
+def _patient_order(patient: str) -> str:
+    """An order of patients that does not depend on the files' order: the same subset on every machine."""
+    return hashlib.sha256(patient.encode("utf-8")).hexdigest()
 
 
 def _drop_duplicates(records: list[ImageRecord], log: ProblemLog) -> list[ImageRecord]:

@@ -26,8 +26,8 @@ from iterstrat.ml_stratifiers import MultilabelStratifiedKFold, MultilabelStrati
 from cxrlens.config import SplitConfig
 from cxrlens.data.duplicates import linked_patients
 from cxrlens.data.labels import LabelSpace
+from cxrlens.data.readers.base import read_csv_rows
 from cxrlens.data.records import Dataset
-from cxrlens.data.sources import read_csv_rows
 from cxrlens.errors import DataError
 from cxrlens.fileio import atomic_write_text, sha256_text
 

@@ -1,9 +1,9 @@
-"""What is in a dataset: counts, labels, views, sizes, rare labels and problems."""
+"""What is in a dataset: counts, labels, views, sizes, rare labels, what each source annotates, and problems."""
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,7 +12,7 @@ from cxrlens.config import DataConfig
 from cxrlens.data.duplicates import identical_files
 from cxrlens.data.imageio import read_info
 from cxrlens.data.labels import PRESETS, label_counts
-from cxrlens.data.records import Dataset, ProblemLog
+from cxrlens.data.records import Dataset, ImageRecord, ProblemLog
 from cxrlens.errors import ImageReadError
 
 
@@ -21,6 +21,28 @@ def _stats(values: list[int]) -> dict[str, float]:
         return {}
     arr = np.asarray(values)
     return {"min": int(arr.min()), "median": float(np.median(arr)), "max": int(arr.max())}
+
+
+def annotation_table(records: Sequence[ImageRecord], labels: Sequence[str]) -> dict[str, dict[str, dict[str, int]]]:
+    """source -> label -> {"positive", "negative", "unknown"} image counts: which source annotates which label."""
+    images: Counter[str] = Counter()
+    positive: dict[str, Counter[str]] = {}
+    unknown: dict[str, Counter[str]] = {}
+    for r in records:
+        images[r.source] += 1
+        positive.setdefault(r.source, Counter()).update(r.labels)
+        unknown.setdefault(r.source, Counter()).update(r.unknown)
+    return {
+        source: {
+            label: {
+                "positive": positive[source][label],
+                "negative": images[source] - positive[source][label] - unknown[source][label],
+                "unknown": unknown[source][label],
+            }
+            for label in labels
+        }
+        for source in sorted(images)
+    }
 
 
 def summarize(
@@ -54,6 +76,9 @@ def summarize(
     else:
         space = sorted(n for n, c in counts.items() if c >= minimum)
     rare = {n: counts.get(n, 0) for n in sorted(set(space) | set(counts)) if counts.get(n, 0) < minimum}
+    in_space = set(space)
+    unknown = label_counts(r.unknown for r in usable)
+    shown = [*counts, *(n for n in space if n not in counts)]
     by_source: dict[str, dict[str, int]] = {}
     for source in sorted({r.source for r in usable}):
         part = [r for r in usable if r.source == source]
@@ -79,6 +104,15 @@ def summarize(
         "findings": dict(Counter(r.finding for r in usable).most_common()),
         "label_space": space,
         "rare_labels": rare,
+        "outside_label_space": {n: c for n, c in counts.items() if n not in in_space},
+        "images_without_label_in_space": sum(1 for r in usable if not (r.labels & in_space)),
+        "unknown_labels": unknown,
+        "annotation": annotation_table(usable, shown),
+        "label_policy": {
+            "tree": cfg.labels.tree,
+            "uncertain": cfg.labels.uncertain,
+            "unmentioned": cfg.labels.unmentioned,
+        },
         "min_images": cfg.labels.min_images,
         "views": dict(Counter(r.view or "unknown" for r in usable).most_common()),
         "lung_masks": sum(1 for r in usable if r.lung_mask is not None),

@@ -52,6 +52,8 @@ def create_run(cfg: RunConfig, root: str | Path, progress: Callable[[int], None]
     dataset = load_dataset(cfg=cfg.data)
     cache = PreprocessCache(cfg.data.preprocess, cfg.data.cache_dir)
 
+    # every usable core (serial for a few dozen images); under DDP each local rank prepares its share and
+    # waits for the others' (see cxrlens.data.cache): the first epoch finds every image in the cache
     report = cache.prepare(dataset.records, progress=progress)
     if report.failed:
         if not cfg.data.skip_bad:

@@ -10,6 +10,12 @@ extrapolated per pass (marked "~"); their peak memory is measured at the real ba
 Part 2 (side by side in one run): occlusion for 14 labels, cxrlens (one set of passes for all labels)
 vs captum's per-label loop (``Occlusion.attribute`` once per label); both evaluate 4 images per pass.
 Weights are random (timing does not depend on them); every run uses the allocator fix (reference §9).
+
+Reference rows (only when named in ``--methods``): ``captum_layer_conductance`` is captum's own
+``LayerConductance.attribute`` with ``internal_batch_size = max(2, grad batch)``, what cxrlens ran before
+issue 10 (each pass holds two path points and overlaps the next by one), to compare peak memory side by side:
+
+    python benchmarks/explain_cost.py --methods captum_layer_conductance layer_conductance --skip-speedup
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import time
 import warnings
 
 PAPER_MODELS = ["resnet18", "resnet34", "inception_v3", "inception_resnet_v2", "densenet161"]
+REFERENCES = {"captum_layer_conductance": "layer_conductance"}  # reference row -> the method it stands beside
 
 
 def _sample_image(size: int):  # type: ignore[no-untyped-def]
@@ -57,7 +64,7 @@ def child_cost(model_name: str, method_name: str, size: int, max_passes: int) ->
     warnings.simplefilter("ignore")
     torch.manual_seed(0)
     model = prepare_model(create_model(model_name, num_labels=14).eval())
-    method = get_method(method_name)
+    method = get_method(REFERENCES.get(method_name, method_name))
     params = method.parse()
     cost = method.cost(params, size)
     full_passes = cost["forward"] + cost["backward"]
@@ -84,7 +91,16 @@ def child_cost(model_name: str, method_name: str, size: int, max_passes: int) ->
     warm.requires_grad_(method.family != "perturbation")
     model(warm).sum().backward() if warm.requires_grad else model(warm)  # first-call set-up is not timed
     start = time.perf_counter()
-    method.run(context, params, x, list(range(labels)))
+    if method_name == "captum_layer_conductance":
+        from captum.attr import LayerConductance
+
+        layer = context.layer(model, params, method_name)
+        LayerConductance(model, layer).attribute(
+            x, baselines=params.baseline, target=0, n_steps=params.n_steps,
+            internal_batch_size=max(2, context.grad_batch()),
+        )  # fmt: skip
+    else:
+        method.run(context, params, x, list(range(labels)))
     seconds = (time.perf_counter() - start) * scale
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB -> GiB
     return {

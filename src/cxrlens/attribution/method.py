@@ -111,9 +111,17 @@ class Method:
     cost: Callable[[Any, int], dict[str, int]]  # (params, image size) -> passes per image
     per_label_cost: bool  # True: the cost is per label; False: one set of passes serves every label
     signed: bool = True
+    # (footprint, budget bytes, params): raises MethodError if the method cannot keep to the budget at all
+    budget_check: Callable[[Footprint, float, Any], None] | None = None
 
     def parse(self, options: dict[str, Any] | None = None) -> Params:
         return validate(self.params, dict(options or {}), f"{self.name} parameters")
+
+    def check_budget(self, footprint: Footprint, budget_bytes: float, params: Params) -> None:
+        """Refuse (``MethodError`` with the memory needed) a model and image size the budget cannot hold; a stage
+        may call this before any work, :meth:`run` calls it before the first pass."""
+        if self.budget_check is not None:
+            self.budget_check(footprint, budget_bytes, params)
 
     def run(self, ctx: Context, params: Params, x: torch.Tensor, targets: Sequence[int]) -> Attribution:
         """Maps [T, H, W] on the CPU of one image ``x`` [1, 1, H, W] for the label indices ``targets``.
@@ -121,6 +129,7 @@ class Method:
         Gradient and layer methods run on the model's device; perturbation methods build their
         perturbed images on the CPU and send each batch to the model.
         """
+        self.check_budget(ctx.footprint, ctx.budget_bytes, params)
         if self.family != "perturbation":
             x = x.to(ctx.device)
         result = self.compute(ctx, params, x, targets)

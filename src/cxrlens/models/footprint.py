@@ -43,8 +43,14 @@ class Footprint:
             return MAX_BATCH
         return int(max(1, min(MAX_BATCH, CPU_WORKING_SET // max(1, self.activation_bytes))))
 
+    def grad_bytes(self, images: int = 1) -> int:
+        """Bytes a backward pass of ``images`` images needs: weights, their gradients, a prepared copy, and
+        ``GRAD_FACTOR`` times the activations of each image."""
+        return int(3 * self.parameter_bytes + images * GRAD_FACTOR * self.activation_bytes)
+
     def grad_batch(self, budget_bytes: float) -> int:
-        """Images per backward pass that fit in ``budget_bytes`` (at least 1)."""
+        """Images per backward pass that fit in ``budget_bytes`` (at least 1: whether one image fits at all is
+        :meth:`grad_bytes` ``(1) <= budget_bytes``, which methods that must not exceed the budget check)."""
         free = budget_bytes - 3 * self.parameter_bytes  # weights, their gradients, a prepared copy
         return int(max(1, min(self.max_batch, free // max(1.0, GRAD_FACTOR * self.activation_bytes))))
 

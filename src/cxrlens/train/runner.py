@@ -15,10 +15,10 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
-from cxrlens.config import RunConfig
+from cxrlens.config import RunConfig, TrainConfig
 from cxrlens.data.splits import fold_files
 from cxrlens.errors import RunError
 from cxrlens.fileio import write_json
@@ -29,7 +29,8 @@ from cxrlens.run import Study
 from cxrlens.run.images import LabelledImages
 from cxrlens.run.predictions import concatenate_predictions, prediction_rows, write_predictions
 from cxrlens.train.data import make_loader
-from cxrlens.train.module import CxrLitModule
+from cxrlens.train.module import RECIPE_KEY, CxrLitModule
+from cxrlens.train.recipe import Recipe, resolve_recipe
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class FoldResult:
     test_images: int = 0
     seconds: float = 0.0
     model_sha256: str = ""
+    precision: str = ""  # the resolved recipe (train.precision / train.channels_last may say "auto")
+    channels_last: bool | None = None
     skipped: bool = False  # finished earlier: nothing was trained
 
 
@@ -61,6 +64,51 @@ def _loggers(cfg: RunConfig, out: Any) -> list[Any]:
                 "train.tensorboard is on but tensorboard is not installed (pip install tensorboard)"
             ) from None
     return loggers
+
+
+def build_trainer(
+    cfg: TrainConfig,
+    recipe: Recipe,
+    callbacks: Sequence[Any] = (),
+    loggers: Sequence[Any] | bool = False,
+    enable_progress_bar: bool = True,
+    max_epochs: int | None = None,
+) -> L.Trainer:
+    """The Lightning trainer of ``train_fold`` (the throughput benchmark times this same trainer).
+
+    Per step it does the work and little else: no per-step metric (the losses are epoch means), a progress bar
+    that redraws once a second (Lightning's default rich bar polls 100 times a second: a thread waking on a
+    2-core machine takes turns with the compute threads), checkpoints once per epoch.
+    """
+    extra: list[Any] = [RichProgressBar(refresh_rate=1)] if enable_progress_bar else []
+    return L.Trainer(
+        max_epochs=max_epochs or cfg.epochs,
+        accelerator=cfg.accelerator,
+        devices=parse_devices(cfg.devices),
+        num_nodes=cfg.num_nodes,
+        strategy=cfg.strategy,
+        precision=recipe.precision,  # type: ignore[arg-type]
+        callbacks=[*callbacks, *extra],
+        logger=list(loggers) if not isinstance(loggers, bool) else loggers,
+        plugins=[AtomicCheckpointIO()],
+        enable_model_summary=False,
+        enable_progress_bar=enable_progress_bar,
+        limit_train_batches=cfg.limit_batches,
+        limit_val_batches=cfg.limit_batches,
+        num_sanity_val_steps=0,
+        deterministic=False,
+        log_every_n_steps=50,
+    )
+
+
+def recorded_recipe(checkpoint: Any) -> dict[str, Any]:
+    """The recipe an interrupted fold started with (from its last Lightning checkpoint), or {}."""
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    except (OSError, RuntimeError, ValueError, EOFError):
+        return {}  # unreadable: Lightning says so when it resumes from it
+    recorded = state.get(RECIPE_KEY) if isinstance(state, dict) else None
+    return dict(recorded) if isinstance(recorded, dict) else {}
 
 
 def predict_probs(model: CxrClassifier, loader: Any) -> np.ndarray:
@@ -95,6 +143,9 @@ def train_fold(
     has_val = len(parts["val"]) > 0
 
     out = layout.fold_dir(model_name, fold)
+    last = layout.last_checkpoint(model_name, fold)
+    resuming = resume and last.is_file()
+    recipe = resolve_recipe(cfg.train, model_name, recorded=recorded_recipe(last) if resuming else None)
     L.seed_everything(cfg.train.seed + fold, workers=True, verbose=False)
     model = create_model(
         model_name,
@@ -103,7 +154,7 @@ def train_fold(
         in_chans=cfg.models.in_chans,
         input_norm=cfg.models.input_norm,
     )
-    module = CxrLitModule(model, cfg.train)
+    module = CxrLitModule(model, cfg.train, recipe)
     train_loader = make_loader(parts["train"], cfg.train.batch_size, cfg.train.seed + fold, cfg.train.num_workers)
     module.sampler = train_loader.sampler  # type: ignore[assignment]
     val_loader = make_loader(parts["val"], cfg.train.batch_size, None, cfg.train.num_workers) if has_val else None
@@ -121,32 +172,14 @@ def train_fold(
     if has_val and cfg.train.patience > 0:
         all_callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=cfg.train.patience))
     quiet_lightning()
-    trainer = L.Trainer(
-        max_epochs=cfg.train.epochs,
-        accelerator=cfg.train.accelerator,
-        devices=parse_devices(cfg.train.devices),
-        num_nodes=cfg.train.num_nodes,
-        strategy=cfg.train.strategy,
-        precision=cfg.train.precision,  # type: ignore[arg-type]
-        callbacks=all_callbacks,
-        logger=_loggers(cfg, out),
-        plugins=[AtomicCheckpointIO()],
-        enable_model_summary=False,
-        enable_progress_bar=enable_progress_bar,
-        limit_train_batches=cfg.train.limit_batches,
-        limit_val_batches=cfg.train.limit_batches,
-        num_sanity_val_steps=0,
-        deterministic=False,
-        log_every_n_steps=1,
-    )
-    last = layout.last_checkpoint(model_name, fold)
+    trainer = build_trainer(cfg.train, recipe, all_callbacks, _loggers(cfg, out), enable_progress_bar)
     start = time.perf_counter()
     with warnings.catch_warnings():
         # lightning's hints about worker counts and small logging intervals are noise here
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=r".*log_every_n_steps.*")
         warnings.filterwarnings("ignore", message=r".*treespec.*")  # lightning vs newer torch internals
-        trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume and last.is_file() else None)
+        trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resuming else None)
     seconds = time.perf_counter() - start
     if not trainer.is_global_zero:
         return None
@@ -166,6 +199,7 @@ def train_fold(
         epoch=best_epoch,
         val_loss=val_loss,
         splits_sha256=study.run.info.splits_sha256,
+        **recipe.meta(),
     )
 
     rows: list[list[Any]] = []
@@ -184,6 +218,8 @@ def train_fold(
         test_images=len(parts["test"]),
         seconds=round(seconds, 1),
         model_sha256=digest,
+        precision=recipe.precision,
+        channels_last=recipe.channels_last,
     )
     write_json(layout.done_file(model_name, fold), {k: v for k, v in asdict(result).items() if k != "skipped"})
     return result

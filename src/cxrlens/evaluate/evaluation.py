@@ -1,4 +1,7 @@
-"""Evaluate a run: every model and ensemble, per fold and mean ± std over folds, and write it into the run."""
+"""Evaluate a run: every model and ensemble, per fold and mean ± std over folds, and write it into the run.
+
+Unknown values of ``labels.csv`` (empty cells) are left out of every number: each block's known mask goes with
+its truth into the metrics, the threshold tuning and the pooled figures."""
 
 from __future__ import annotations
 
@@ -22,15 +25,19 @@ from cxrlens.run import Run
 from cxrlens.run.predictions import RunData
 from cxrlens.run.thresholds import RunThresholds, write_thresholds
 
+Part = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # truth, scores, decisions, known
 
-def _pool(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n_labels: int) -> Pooled:
+
+def _pool(parts: list[Part], n_labels: int) -> Pooled:
     if not parts:
         empty = np.zeros((0, n_labels))
         return Pooled(empty.astype(bool), empty, empty.astype(bool))
+    known = np.concatenate([p[3] for p in parts]).astype(bool)
     return Pooled(
         y_true=np.concatenate([p[0] for p in parts]).astype(bool),
         scores=np.concatenate([p[1] for p in parts]),
         y_pred=np.concatenate([p[2] for p in parts]).astype(bool),
+        known=None if known.all() else known,
     )
 
 
@@ -56,11 +63,17 @@ class _Evaluator:
                         f"{self.run.path}: model {model!r} fold {fold} has no val rows; "
                         "cannot tune thresholds (use a fixed threshold)"
                     )
-                self._thresholds[key] = tune_thresholds(val.truth, val.probs, self.base)
+                self._thresholds[key] = tune_thresholds(val.truth, val.probs, self.base, val.known)
         return self._thresholds[key]
 
     def metrics(
-        self, fold: int, truth: np.ndarray, scores: np.ndarray, thr: np.ndarray | None, pred: np.ndarray | None = None
+        self,
+        fold: int,
+        truth: np.ndarray,
+        scores: np.ndarray,
+        thr: np.ndarray | None,
+        pred: np.ndarray | None = None,
+        known: np.ndarray | None = None,
     ) -> FoldMetrics:
         return fold_metrics(
             truth,
@@ -71,16 +84,17 @@ class _Evaluator:
             fold=fold,
             min_support=self.min_support,
             hierarchy=self.hierarchy,
+            known=known,
         )
 
     def model(self, model: str) -> EntryEvaluation:
         folds: list[FoldMetrics] = []
-        parts = []
+        parts: list[Part] = []
         for fold in self.run.folds(model):
             test = self.run.blocks[(model, fold, "test")]  # folds() lists only folds with test rows
             thr = self.thresholds(model, fold)
-            folds.append(self.metrics(fold, test.truth, test.probs, thr))
-            parts.append((test.truth, test.probs, binarize(test.probs, thr)))
+            folds.append(self.metrics(fold, test.truth, test.probs, thr, known=test.known))
+            parts.append((test.truth, test.probs, binarize(test.probs, thr), test.known_mask))
         return EntryEvaluation(
             name=model,
             kind="model",
@@ -98,8 +112,8 @@ class _Evaluator:
             notes.append(f"ensembles skip fold(s) {skipped}: not every member has test predictions there")
         mean_folds: list[FoldMetrics] = []
         vote_folds: list[FoldMetrics] = []
-        mean_parts = []
-        vote_parts = []
+        mean_parts: list[Part] = []
+        vote_parts: list[Part] = []
         for fold in common:
             tests = align([self.run.blocks[(m, fold, "test")] for m in members])
             n_common = len(tests[0])
@@ -109,7 +123,7 @@ class _Evaluator:
                 continue
             if n_common < largest:
                 notes.append(f"ensembles, fold {fold}: {n_common} test images common to all members (of {largest})")
-            truth = tests[0].truth
+            truth, known = tests[0].truth, tests[0].known
             mean_probs = mean_ensemble([t.probs for t in tests])
             if self.mode == FIXED:
                 mean_thr = fixed_thresholds(len(self.labels), self.base)
@@ -122,14 +136,17 @@ class _Evaluator:
                     )
                 aligned_vals = align([v for v in vals if v is not None])
                 mean_thr = tune_thresholds(
-                    aligned_vals[0].truth, mean_ensemble([v.probs for v in aligned_vals]), self.base
+                    aligned_vals[0].truth,
+                    mean_ensemble([v.probs for v in aligned_vals]),
+                    self.base,
+                    aligned_vals[0].known,
                 )
-            mean_folds.append(self.metrics(fold, truth, mean_probs, mean_thr))
-            mean_parts.append((truth, mean_probs, binarize(mean_probs, mean_thr)))
+            mean_folds.append(self.metrics(fold, truth, mean_probs, mean_thr, known=known))
+            mean_parts.append((truth, mean_probs, binarize(mean_probs, mean_thr), tests[0].known_mask))
             decisions = [binarize(t.probs, self.thresholds(m, fold)) for m, t in zip(members, tests, strict=True)]
             vote_pred, fraction = vote_ensemble(decisions)
-            vote_folds.append(self.metrics(fold, truth, fraction, None, vote_pred))
-            vote_parts.append((truth, fraction, vote_pred))
+            vote_folds.append(self.metrics(fold, truth, fraction, None, vote_pred, known))
+            vote_parts.append((truth, fraction, vote_pred, tests[0].known_mask))
         if not mean_folds:
             notes.append("ensembles skipped: no fold with test images common to all members")
             return []

@@ -13,6 +13,9 @@ Conventions used throughout:
 * A label is *evaluable* in a fold when it has at least ``min_support`` positive and at least one negative test
   image. Micro and macro averages cover evaluable labels only (NaN when no label is evaluable); ``micro_all``
   pools every label, for comparison with the paper's 14-label setting.
+* An *unknown* (image, label) value (``known`` False: a label the image's source does not annotate) is
+  missing, not negative: it is left out of that label's counts, support, negatives, ROC-AUC, evaluability and
+  of the micro pools; the image still counts for its known labels (and ``n_images``).
 * Mean ± std over folds uses the folds where the value is defined (their number is ``n``) and ``ddof=1``
   (sample std); with fewer than two such folds the std is undefined (NaN).
 """
@@ -49,16 +52,28 @@ def binarize(probs: np.ndarray, thresholds: float | np.ndarray) -> np.ndarray:
     return np.asarray(probs, dtype=np.float64) >= np.asarray(thresholds, dtype=np.float64)
 
 
-def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray) -> Counts:
+def known_or_all(known: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """The known mask as a bool array of ``shape`` (all True when None)."""
+    if known is None:
+        return np.ones(shape, dtype=bool)
+    mask = np.asarray(known).astype(bool)
+    if mask.shape != shape:
+        raise ValueError(f"known {mask.shape} must have the shape of y_true {shape}")
+    return mask
+
+
+def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, known: np.ndarray | None = None) -> Counts:
+    """Per-label confusion counts over the known entries (every entry when ``known`` is None)."""
     truth = np.asarray(y_true).astype(bool)
     pred = np.asarray(y_pred).astype(bool)
     if truth.shape != pred.shape or truth.ndim != 2:
         raise ValueError(f"y_true {truth.shape} and y_pred {pred.shape} must be equal 2-d shapes")
+    k = known_or_all(known, truth.shape)
     return Counts(
-        tp=(truth & pred).sum(axis=0),
-        fp=(~truth & pred).sum(axis=0),
-        fn=(truth & ~pred).sum(axis=0),
-        tn=(~truth & ~pred).sum(axis=0),
+        tp=(truth & pred & k).sum(axis=0),
+        fp=(~truth & pred & k).sum(axis=0),
+        fn=(truth & ~pred & k).sum(axis=0),
+        tn=(~truth & ~pred & k).sum(axis=0),
     )
 
 
@@ -120,23 +135,29 @@ def macro_scores(per_label: Mapping[str, np.ndarray], mask: np.ndarray) -> dict[
     return out
 
 
-def roc_auc_per_label(y_true: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """ROC-AUC of each label; NaN where the label has a single class among the images."""
+def roc_auc_per_label(y_true: np.ndarray, scores: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:
+    """ROC-AUC of each label over the images where it is known; NaN where it has a single class among them."""
     truth = np.asarray(y_true).astype(bool)
     scores = np.asarray(scores, dtype=np.float64)
+    k = known_or_all(known, truth.shape)
     out = np.full(truth.shape[1], np.nan)
     for j in range(truth.shape[1]):
-        positives = int(truth[:, j].sum())
-        if 0 < positives < truth.shape[0]:
-            out[j] = float(roc_auc_score(truth[:, j], scores[:, j]))
+        rows = k[:, j]
+        positives = int(truth[rows, j].sum())
+        if 0 < positives < int(rows.sum()):
+            out[j] = float(roc_auc_score(truth[rows, j], scores[rows, j]))
     return out
 
 
-def evaluable_mask(y_true: np.ndarray, min_support: int = DEFAULT_MIN_SUPPORT) -> np.ndarray:
-    """Labels with at least ``min_support`` positives and at least one negative."""
+def evaluable_mask(
+    y_true: np.ndarray, min_support: int = DEFAULT_MIN_SUPPORT, known: np.ndarray | None = None
+) -> np.ndarray:
+    """Labels with at least ``min_support`` positives and at least one negative (among the known values)."""
     truth = np.asarray(y_true).astype(bool)
-    positives = truth.sum(axis=0)
-    return (positives >= min_support) & (positives < truth.shape[0])
+    k = known_or_all(known, truth.shape)
+    positives = (truth & k).sum(axis=0)
+    negatives = (~truth & k).sum(axis=0)
+    return (positives >= min_support) & (negatives > 0)
 
 
 @dataclass
@@ -177,11 +198,14 @@ def fold_metrics(
     fold: int = 0,
     min_support: int = DEFAULT_MIN_SUPPORT,
     hierarchy: Hierarchy | None = None,
+    known: np.ndarray | None = None,
 ) -> FoldMetrics:
     """Metrics of one fold: decisions are ``scores >= thresholds`` unless ``y_pred`` is given.
 
     ``scores`` (probabilities, or vote fractions) are used for ROC-AUC. The hierarchy-consistency rate is the
-    share of images whose *predicted* labels have no positive child under a negative parent.
+    share of images whose *predicted* labels have no positive child under a negative parent. ``known`` (bool,
+    like ``y_true``; None: all known) leaves the unknown (image, label) values out of every per-label and micro
+    number.
     """
     truth = np.asarray(y_true).astype(bool)
     scores = np.asarray(scores, dtype=np.float64)
@@ -194,19 +218,21 @@ def fold_metrics(
         pred = binarize(scores, thresholds)
     else:
         pred = np.asarray(y_pred).astype(bool)
-    counts = confusion_counts(truth, pred)
+    k = known_or_all(known, truth.shape)
+    counts = confusion_counts(truth, pred, k)
     zero_filled = scores_from_counts(counts.tp, counts.fp, counts.fn, counts.tn)  # for the macro averages
-    auc = roc_auc_per_label(truth, scores)
+    auc = roc_auc_per_label(truth, scores, k)
     zero_filled["roc_auc"] = auc
     per = {**defined_scores(counts), "roc_auc": auc}
-    evaluable = evaluable_mask(truth, min_support)
+    evaluable = evaluable_mask(truth, min_support, k)
     thr_list = None if thresholds is None else [float(t) for t in np.broadcast_to(thresholds, (n_labels,))]
     per_label: dict[str, dict[str, Any]] = {}
     for j, name in enumerate(label_names):
         per_label[name] = {
             **{m: float(per[m][j]) for m in PER_LABEL_METRICS},
-            "support": int(truth[:, j].sum()),
-            "negatives": int((~truth[:, j]).sum()),
+            "support": int((truth[:, j] & k[:, j]).sum()),
+            "negatives": int((~truth[:, j] & k[:, j]).sum()),
+            "unknown": int((~k[:, j]).sum()),
             "tp": int(counts.tp[j]),
             "fp": int(counts.fp[j]),
             "fn": int(counts.fn[j]),
@@ -258,6 +284,7 @@ def summarize_folds(folds: Sequence[FoldMetrics], label_names: Sequence[str]) ->
         per_label[name] = {
             "support": sum(r["support"] for r in rows),
             "negatives": sum(r["negatives"] for r in rows),
+            "unknown": sum(r.get("unknown", 0) for r in rows),
             "evaluable_folds": evaluable_folds,
             "evaluable": bool(rows) and evaluable_folds == len(rows),
             **{m: mean_std([r[m] for r in rows]) for m in PER_LABEL_METRICS},

@@ -69,14 +69,11 @@ def confusion_figure(pooled: Pooled, label_names: Sequence[str], title: str) -> 
     fig.subplots_adjust(left=0.08, right=0.97, bottom=0.08, top=1 - 0.6 / (2.6 * rows + 0.6), wspace=0.45, hspace=0.5)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     truth, pred = pooled.y_true.astype(bool), pooled.y_pred.astype(bool)
+    known = np.ones(truth.shape, dtype=bool) if pooled.known is None else pooled.known  # unknown: left out
     for j, label in enumerate(label_names):
         ax = axes[j]
-        matrix = np.array(
-            [
-                [np.sum(~truth[:, j] & ~pred[:, j]), np.sum(~truth[:, j] & pred[:, j])],
-                [np.sum(truth[:, j] & ~pred[:, j]), np.sum(truth[:, j] & pred[:, j])],
-            ]
-        )
+        t, p = truth[known[:, j], j], pred[known[:, j], j]
+        matrix = np.array([[np.sum(~t & ~p), np.sum(~t & p)], [np.sum(t & ~p), np.sum(t & p)]])
         ax.imshow(matrix, cmap="Blues", vmin=0, vmax=max(int(matrix.max()), 1))
         for (r, c), value in np.ndenumerate(matrix):
             colour = "white" if value > matrix.max() / 2 else "black"
@@ -97,13 +94,15 @@ def roc_figure(pooled: Pooled, label_names: Sequence[str], title: str) -> Figure
     fig.subplots_adjust(left=0.08, right=0.97, bottom=0.08, top=1 - 0.6 / (2.6 * rows + 0.6), wspace=0.45, hspace=0.5)
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     truth = pooled.y_true.astype(bool)
+    known = np.ones(truth.shape, dtype=bool) if pooled.known is None else pooled.known  # unknown: left out
     for j, label in enumerate(label_names):
         ax = axes[j]
         ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=0.8)
-        positives = int(truth[:, j].sum())
-        if 0 < positives < truth.shape[0]:
-            fpr, tpr, _ = roc_curve(truth[:, j], pooled.scores[:, j])
-            auc = roc_auc_score(truth[:, j], pooled.scores[:, j])
+        t, scores = truth[known[:, j], j], pooled.scores[known[:, j], j]
+        positives = int(t.sum())
+        if 0 < positives < t.shape[0]:
+            fpr, tpr, _ = roc_curve(t, scores)
+            auc = roc_auc_score(t, scores)
             ax.plot(fpr, tpr, linewidth=1.2)
             ax.set_title(f"{label} (AUC {auc:.3f}, n+={positives})", fontsize="small")
         else:

@@ -21,6 +21,8 @@ CONVENTIONS = {
     "macro": "unweighted mean of per-label values over the evaluable labels, undefined values counted as 0 "
     "(scikit-learn's zero_division=0; macro F1 = mean per-label F1)",
     "evaluable": "a label is evaluable in a fold with >= min_support positive and >= 1 negative test images",
+    "unknown": "a label's value that the image's source does not annotate (empty in labels.csv) is missing, not "
+    "negative: it is left out of that label's counts, support, ROC-AUC, thresholds and the micro pools",
     "std": f"sample std over folds (ddof={STD_DDOF}); undefined (null) with fewer than two folds",
     "per_label_summary": "per-label mean ± std over the folds where the value is defined (n = their number); "
     "support sums the folds' test positives",
@@ -43,6 +45,7 @@ class Pooled:
     y_true: np.ndarray
     scores: np.ndarray
     y_pred: np.ndarray
+    known: np.ndarray | None = None  # False where the truth is unknown (left out of the figures); None: all known
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ Tuning looks only at the validation rows it is given (the caller passes a fold's
 rows). For each label the candidates are the default (0.5), the smallest validation probability (everything
 positive) and the midpoints between consecutive distinct validation probabilities; the candidate with the highest
 F1 wins, ties go to the candidate closest to the default, then to the smaller one. A label without a positive
-validation image keeps the default. The run package stores the thresholds an evaluation used
-(:mod:`cxrlens.run.thresholds`), so later stages decide the same way.
+validation image keeps the default. Only the images where a label's value is known take part in its tuning.
+The run package stores the thresholds an evaluation used (:mod:`cxrlens.run.thresholds`), so later stages
+decide the same way.
 """
 
 from __future__ import annotations
@@ -68,10 +69,18 @@ def best_f1_threshold(y_true: np.ndarray, probs: np.ndarray, default: float = DE
     return float(candidates[best][pick])
 
 
-def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, default: float = DEFAULT_THRESHOLD) -> np.ndarray:
-    """Per-label F1-optimal thresholds on validation images (shape (labels,))."""
+def tune_thresholds(
+    y_true: np.ndarray, probs: np.ndarray, default: float = DEFAULT_THRESHOLD, known: np.ndarray | None = None
+) -> np.ndarray:
+    """Per-label F1-optimal thresholds on validation images (shape (labels,)); each label on the images where
+    its value is ``known`` (bool like ``y_true``; None: all)."""
     truth = np.asarray(y_true)
     scores = np.asarray(probs, dtype=np.float64)
     if truth.ndim != 2 or truth.shape != scores.shape:
         raise ValueError(f"y_true {truth.shape} and probs {scores.shape} must be equal 2-d shapes")
-    return np.asarray([best_f1_threshold(truth[:, j], scores[:, j], default) for j in range(truth.shape[1])])
+    k = np.ones(truth.shape, dtype=bool) if known is None else np.asarray(known).astype(bool)
+    if k.shape != truth.shape:
+        raise ValueError(f"known {k.shape} must have the shape of y_true {truth.shape}")
+    return np.asarray(
+        [best_f1_threshold(truth[k[:, j], j], scores[k[:, j], j], default) for j in range(truth.shape[1])]
+    )

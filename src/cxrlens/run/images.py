@@ -24,19 +24,33 @@ from cxrlens.run.folder import Run
 
 
 class LabelledImages(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """(image [1, N, N] float32 in [0, 1], multi-hot labels [L]) of records, read from the cache."""
+    """(image [1, N, N] float32 in [0, 1], targets [L]) of records, read from the cache.
+
+    The targets carry the known mask: 1.0 / 0.0 where the label's value is known, NaN where it is unknown (a
+    label the image's source does not annotate, :attr:`ImageRecord.unknown`). :func:`known_targets` splits
+    them into (targets with 0 at unknown entries, known mask); a consumer that forgets the mask gets NaN, never
+    a silent negative. ``targets`` (0/1) and ``known`` (bool) are the same as matrices (images x labels).
+    """
 
     def __init__(self, records: Sequence[ImageRecord], space: LabelSpace, cache: PreprocessCache) -> None:
         self.records = list(records)
         self.cache = cache
         self.targets = space.encode_many(r.labels for r in self.records)
+        self.known = space.known_mask(r.unknown for r in self.records) | self.targets.astype(bool)
+        self._items = np.where(self.known, self.targets, np.float32(np.nan)).astype(np.float32)
 
     def __len__(self) -> int:
         return len(self.records)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = self.cache.load(self.records[index].path)
-        return torch.from_numpy(np.ascontiguousarray(image))[None], torch.from_numpy(self.targets[index])
+        return torch.from_numpy(np.ascontiguousarray(image))[None], torch.from_numpy(self._items[index])
+
+
+def known_targets(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(targets with 0 where unknown, bool known mask) of targets from :class:`LabelledImages` (NaN: unknown)."""
+    known = ~torch.isnan(targets)
+    return torch.where(known, targets, torch.zeros_like(targets)), known
 
 
 class ImageSource:

@@ -1,6 +1,9 @@
 """The run's tables: ``labels.csv`` (ground truth) and ``predictions.csv`` (out-of-fold probabilities).
 
-``labels.csv``: ``filename, patient_id`` and one 0/1 column per label. ``predictions.csv``: ``filename,
+``labels.csv``: ``filename, patient_id`` and one 0/1 column per label; an empty cell is an *unknown* value (a
+label the image's source does not annotate, or an uncertain one under ``labels.uncertain: ignore``): it is
+missing, not negative, and is left out of every loss and metric. A run without unknown values has no empty
+cell (the file of older runs). ``predictions.csv``: ``filename,
 patient_id, fold, model, subset`` and one probability column per label (``subset`` is ``test`` or ``val``),
 written at full precision (shortest round-trip text of the float64 sigmoid of the logit: no rounding, no ties
 made up). Every problem raises :class:`~cxrlens.errors.RunError` with one line naming the file and, where it
@@ -23,6 +26,8 @@ from cxrlens.errors import RunError
 from cxrlens.fileio import atomic_write_text, csv_text
 
 SUBSETS = ("test", "val")
+#: a row of :func:`read_truth` (patient_id, 0/1 vector, known mask) or of :func:`read_labels` (no mask)
+TruthRow = tuple[str, np.ndarray, np.ndarray] | tuple[str, np.ndarray]
 LABEL_KEY_COLUMNS = ("filename", "patient_id")
 PREDICTION_KEY_COLUMNS = ("filename", "patient_id", "fold", "model", "subset")
 
@@ -31,21 +36,29 @@ PREDICTION_KEY_COLUMNS = ("filename", "patient_id", "fold", "model", "subset")
 class Predictions:
     """Probabilities and ground truth of one model (or ensemble) on one fold's test or val images.
 
-    ``probs`` and ``truth`` have shape (images, labels); row ``i`` belongs to ``filenames[i]``.
+    ``probs`` and ``truth`` have shape (images, labels); row ``i`` belongs to ``filenames[i]``. ``known`` (bool,
+    same shape) is False where the truth is unknown (its ``truth`` is 0 there, and means nothing); None: all known.
     """
 
     filenames: tuple[str, ...]
     probs: np.ndarray
     truth: np.ndarray
+    known: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.filenames)
+
+    @property
+    def known_mask(self) -> np.ndarray:
+        """``known``, or all True."""
+        return np.ones(self.truth.shape, dtype=bool) if self.known is None else self.known
 
     def take(self, filenames: Sequence[str]) -> Predictions:
         """The rows of the given filenames, in that order (KeyError if one is missing)."""
         index = {name: i for i, name in enumerate(self.filenames)}
         rows = np.asarray([index[name] for name in filenames], dtype=np.int64)
-        return Predictions(tuple(filenames), self.probs[rows], self.truth[rows])
+        known = None if self.known is None else self.known[rows]
+        return Predictions(tuple(filenames), self.probs[rows], self.truth[rows], known)
 
 
 @dataclass(frozen=True)
@@ -70,7 +83,7 @@ class RunData:
 
 def read_run_data(labels_csv: Path, predictions_csv: Path, label_names: Sequence[str]) -> RunData:
     """Read ``labels.csv`` and ``predictions.csv`` and check them against each other."""
-    truth = read_labels(labels_csv, label_names)
+    truth = read_truth(labels_csv, label_names)
     blocks = read_predictions(predictions_csv, label_names, truth)
     return RunData(path=predictions_csv, label_names=tuple(label_names), blocks=blocks)
 
@@ -97,8 +110,13 @@ def _rows(path: Path, required: Sequence[str]) -> Iterator[tuple[int, dict[str, 
 
 
 def read_labels(path: Path, label_names: Sequence[str]) -> dict[str, tuple[str, np.ndarray]]:
-    """filename -> (patient_id, 0/1 vector in ``label_names`` order)."""
-    truth: dict[str, tuple[str, np.ndarray]] = {}
+    """filename -> (patient_id, 0/1 vector in ``label_names`` order; 0 also where unknown: see :func:`read_truth`)."""
+    return {name: (patient, vector) for name, (patient, vector, _) in read_truth(path, label_names).items()}
+
+
+def read_truth(path: Path, label_names: Sequence[str]) -> dict[str, tuple[str, np.ndarray, np.ndarray]]:
+    """filename -> (patient_id, 0/1 vector, known mask) in ``label_names`` order (an empty cell: unknown, 0)."""
+    truth: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
     for line, row in _rows(path, [*LABEL_KEY_COLUMNS, *label_names]):
         name = row["filename"]
         if not name:
@@ -106,16 +124,21 @@ def read_labels(path: Path, label_names: Sequence[str]) -> dict[str, tuple[str, 
         if name in truth:
             raise RunError(f"{path}: line {line}: duplicate filename {name!r}")
         vector = np.zeros(len(label_names), dtype=np.int8)
+        known = np.ones(len(label_names), dtype=bool)
         for j, label in enumerate(label_names):
             text = row[label]
+            if not text:
+                known[j] = False
+                continue
+            bad = f"{path}: line {line}: {label!r} is {text!r}, expected 0 or 1 (or empty: unknown)"
             try:
                 value = float(text)
             except ValueError:
-                raise RunError(f"{path}: line {line}: {label!r} is {text!r}, expected 0 or 1") from None
+                raise RunError(bad) from None
             if value not in (0.0, 1.0):
-                raise RunError(f"{path}: line {line}: {label!r} is {text!r}, expected 0 or 1")
+                raise RunError(bad)
             vector[j] = int(value)
-        truth[name] = (row["patient_id"], vector)
+        truth[name] = (row["patient_id"], vector, known)
     if not truth:
         raise RunError(f"{path}: no rows")
     return truth
@@ -134,9 +157,11 @@ def _probability(path: Path, line: int, label: str, text: str) -> float:
 
 
 def read_predictions(
-    path: Path, label_names: Sequence[str], truth: Mapping[str, tuple[str, np.ndarray]]
+    path: Path, label_names: Sequence[str], truth: Mapping[str, TruthRow]
 ) -> dict[tuple[str, int, str], Predictions]:
-    """(model, fold, subset) -> :class:`Predictions`, checked against the ground truth of ``labels.csv``."""
+    """(model, fold, subset) -> :class:`Predictions`, checked against the ground truth of ``labels.csv``
+    (:func:`read_truth`, whose known mask the blocks carry, None when every value is known; or
+    :func:`read_labels`: every value known)."""
     names: dict[tuple[str, int, str], list[str]] = {}
     probs: dict[tuple[str, int, str], list[list[float]]] = {}
     seen: set[tuple[str, int, str, str]] = set()
@@ -176,16 +201,31 @@ def read_predictions(
             filenames=tuple(files),
             probs=np.asarray(probs[key], dtype=np.float64).reshape(len(files), len(label_names)),
             truth=np.stack([truth[f][1] for f in files]),
+            known=_known_or_none(np.stack([_known_of(truth[f]) for f in files])),
         )
         for key, files in names.items()
     }
 
 
+def _known_or_none(known: np.ndarray) -> np.ndarray | None:
+    return None if known.all() else known
+
+
+def _known_of(row: TruthRow) -> np.ndarray:
+    return row[2] if len(row) > 2 else np.ones(len(row[1]), dtype=bool)
+
+
 # -- writers --------------------------------------------------------------------------------------------------
 
 
+def label_cells(record: ImageRecord, space: LabelSpace) -> list[int | str]:
+    """One image's label cells: 1, 0, or "" where the value is unknown (never for a positive label)."""
+    values = space.encode(record.labels)
+    return [int(v) if v or name not in record.unknown else "" for name, v in zip(space.names, values, strict=True)]
+
+
 def labels_csv_text(records: Iterable[ImageRecord], space: LabelSpace) -> str:
-    rows = ([r.filename, r.patient_id, *(int(v) for v in space.encode(r.labels))] for r in records)
+    rows = ([r.filename, r.patient_id, *label_cells(r, space)] for r in records)
     return csv_text([*LABEL_KEY_COLUMNS, *space.names], rows)
 
 

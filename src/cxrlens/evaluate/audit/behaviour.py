@@ -10,7 +10,8 @@ least ``audit.min_within`` positives and as many negatives (else null, "not eval
 model ranks positives above negatives only because they come from another value (another collection), the
 within-value AUROCs fall to chance while the pooled one stays high. A label is flagged (``behaviour_flag``)
 when its pooled AUROC is >= ``audit.flag_auroc`` but no value can check it, or every checkable value gives
-<= ``audit.chance_auroc``: its score cannot be told apart from the column.
+<= ``audit.chance_auroc``: its score cannot be told apart from the column. An image whose value of the label
+is unknown (``known`` False) is not scored for it.
 """
 
 from __future__ import annotations
@@ -100,17 +101,23 @@ def check_behaviour(
     per_model: Mapping[str, np.ndarray],
     column: ColumnValues,
     cfg: AuditConfig,
+    known: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """The behaviour part of one label and column: the models' mean, and ``by_model``."""
+    """The behaviour part of one label and column: the models' mean, and ``by_model``; images where the label's
+    value is not ``known`` (bool per image; None: all known) are left out, as if never tested."""
     if not per_model:
         return {"pooled_auroc": None, "within_auroc": {}, "within_notes": {}, "scored_images": 0,
                 "behaviour_flag": False, "behaviour_sentence": None, "by_model": {}}  # fmt: skip
-    mean = mean_of_models(per_model)[:, label_index]
+
+    def scores(values: np.ndarray) -> np.ndarray:
+        return values if known is None else np.where(known, values, np.nan)
+
+    mean = scores(mean_of_models(per_model)[:, label_index])
     out = _one(label, truth, mean, column, cfg)
     out["by_model"] = {
         model: {
             key: value
-            for key, value in _one(label, truth, probs[:, label_index], column, cfg).items()
+            for key, value in _one(label, truth, scores(probs[:, label_index]), column, cfg).items()
             if key in ("pooled_auroc", "within_auroc", "behaviour_flag")
         }
         for model, probs in per_model.items()

@@ -8,6 +8,10 @@ from its sources. An image of the splits that is no longer in the data is left o
 Per label and column: positives and images per value, the value's prevalence, the one-column AUROC and
 Cramér's V (:mod:`.stats`), ``confounded`` = one-column AUROC >= ``audit.flag_auroc``, and a sentence naming
 the value that holds most of the label's positives (ties: the one where the label is most frequent).
+
+A label's value that an image's source does not annotate (an empty cell of ``labels.csv``) is unknown, not
+negative: each label is checked on the images where it is known only (else a label one collection never
+annotates would look perfectly confounded with the collection).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from cxrlens.evaluate.audit.columns import ColumnValues, column_values, parse_co
 from cxrlens.evaluate.audit.sentences import confounded_flag, data_sentence
 from cxrlens.evaluate.audit.stats import cramers_v, one_column_auroc
 from cxrlens.run import Run
-from cxrlens.run.predictions import read_labels
+from cxrlens.run.predictions import read_truth
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,11 @@ class AuditData:
     columns: dict[str, ColumnValues]  # the audited columns (skipped ones are not here)
     skipped: dict[str, str] = field(default_factory=dict)  # column -> why it is not audited
     notes: tuple[str, ...] = ()
+    known: np.ndarray | None = None  # bool, images x labels: False where the label is unknown; None: all known
+
+    @property
+    def known_mask(self) -> np.ndarray:
+        return np.ones(self.truth.shape, dtype=bool) if self.known is None else self.known
 
     def index(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.filenames)}
@@ -48,7 +57,7 @@ def load_audit_data(run: Run, cfg: AuditConfig) -> AuditData:
     split_files = sorted({row.filename for row in run.splits()})
     if not split_files:
         raise RunError(f"{run.root}: the splits list no image")
-    truth_of = read_labels(run.layout.labels, run.label_names)
+    truth_of = read_truth(run.layout.labels, run.label_names)
     records = run.dataset.by_filename()
     kept = [name for name in split_files if name in records and name in truth_of]
     notes: list[str] = []
@@ -68,6 +77,7 @@ def load_audit_data(run: Run, cfg: AuditConfig) -> AuditData:
         else:
             skipped[name] = reason
             notes.append(f"{name} is not audited: {reason}.")
+    known = np.stack([truth_of[name][2] for name in kept])
     return AuditData(
         filenames=tuple(kept),
         patients=np.array([truth_of[name][0] for name in kept], dtype=object),
@@ -76,6 +86,7 @@ def load_audit_data(run: Run, cfg: AuditConfig) -> AuditData:
         columns=columns,
         skipped=skipped,
         notes=tuple(notes),
+        known=None if known.all() else known,
     )
 
 
@@ -110,6 +121,16 @@ def check_label(label: str, truth: np.ndarray, column: ColumnValues, flag_auroc:
     }
 
 
+def known_rows(column: ColumnValues, rows: np.ndarray) -> ColumnValues:
+    """The column on the given images only (same value order: a value without an image there counts 0)."""
+    return ColumnValues(column.name, column.values[rows], column.order)
+
+
 def check_column(data: AuditData, column: ColumnValues, flag_auroc: float) -> dict[str, dict[str, Any]]:
-    """Label -> its data part for one column."""
-    return {label: check_label(label, data.truth[:, j], column, flag_auroc) for j, label in enumerate(data.label_names)}
+    """Label -> its data part for one column, over the images where the label is known."""
+    out = {}
+    for j, label in enumerate(data.label_names):
+        rows = data.known_mask[:, j]
+        out[label] = check_label(label, data.truth[rows, j], known_rows(column, rows), flag_auroc)
+        out[label]["unknown"] = int((~rows).sum())
+    return out

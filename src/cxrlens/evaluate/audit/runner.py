@@ -124,7 +124,8 @@ def _columns(data: AuditData, cfg: AuditConfig, per_model: dict[str, Any], rep: 
     for name, column in data.columns.items():
         labels = check_column(data, column, cfg.flag_auroc)
         for j, label in enumerate(data.label_names):
-            labels[label].update(check_behaviour(j, label, data.truth[:, j], per_model, column, cfg))
+            known = None if data.known is None else data.known[:, j]
+            labels[label].update(check_behaviour(j, label, data.truth[:, j], per_model, column, cfg, known))
         tcav, tcav_detail = _tcav_of(rep, name)
         out[name] = {
             "noun": column.noun,

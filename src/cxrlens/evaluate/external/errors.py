@@ -28,8 +28,9 @@ from cxrlens.run.maps import MapStore
 def confident_errors(
     scored: Scored, thresholds: np.ndarray, records: Sequence[ImageRecord], label_names: Sequence[str], count: int
 ) -> list[dict[str, Any]]:
-    """Up to ``count`` wrong decisions, one per image, farthest beyond the threshold first (probability units)."""
-    wrong = scored.decisions != scored.truth
+    """Up to ``count`` wrong decisions, one per image, farthest beyond the threshold first (probability units);
+    a decision on an unknown value is neither right nor wrong."""
+    wrong = (scored.decisions != scored.truth) & scored.known_mask
     margin = np.where(scored.decisions, scored.scores - thresholds, thresholds - scored.scores)
     order = np.argsort(-np.where(wrong, margin, -np.inf), axis=None, kind="stable")
     chosen: list[dict[str, Any]] = []

@@ -4,7 +4,8 @@ In-domain numbers (the paper's Table 2) are measured on test images from the sam
 images; when labels and collections coincide, a model can score by recognising the collection. An external set
 (other hospitals, other populations) shows what is left. Its findings are mapped onto the run's labels through
 the run's label hierarchy; a label without a positive or without a negative image there is reported as not
-evaluable and left out of the averages.
+evaluable and left out of the averages. A label a source does not annotate is unknown (not negative) for its
+images and left out of that label's numbers.
 """
 
 from __future__ import annotations
@@ -107,11 +108,12 @@ def evaluate_external(
     label_names = run.label_names
     space = LabelSpace(label_names)
     truth = space.encode_many(r.labels for r in records).astype(bool)
+    known = space.known_mask(r.unknown for r in records) | truth
     outside = Counter(r.finding for r in records if not (r.labels & set(label_names)))
     patients = np.array([r.patient_id for r in records])
     predictions = predict_external(run, records, files, cache, cfg.memory_gib, progress)
 
-    ours = external_scores(run, truth, patients, predictions.probs)
+    ours = external_scores(run, truth, patients, predictions.probs, None if known.all() else known)
     own = in_domain_scores(run)
     sources_of = np.array([r.source for r in records])
     by_source = sorted(set(sources_of)) if len(set(sources_of)) > 1 else []

@@ -11,7 +11,7 @@ from cxrlens.evaluate.ensemble import align, mean_ensemble, vote_ensemble
 from cxrlens.evaluate.external.stats import Scored
 from cxrlens.models.names import ENSEMBLE, ENSEMBLE_MEAN, ENSEMBLE_VOTE
 from cxrlens.run import Run
-from cxrlens.run.predictions import read_labels
+from cxrlens.run.predictions import Predictions, read_labels
 
 
 def _vector(thresholds: dict[str, float], label_names: Sequence[str]) -> np.ndarray:
@@ -24,22 +24,23 @@ def entries(models: Sequence[str]) -> list[str]:
 
 
 def external_scores(
-    run: Run, truth: np.ndarray, patients: np.ndarray, probs: dict[str, np.ndarray]
+    run: Run, truth: np.ndarray, patients: np.ndarray, probs: dict[str, np.ndarray], known: np.ndarray | None = None
 ) -> dict[str, Scored]:
-    """Each entry on the external images (a model's probability: the mean over its folds)."""
+    """Each entry on the external images (a model's probability: the mean over its folds); ``known``: False where
+    the truth is unknown (None: all known)."""
     names = run.label_names
     models = sorted(probs)
     out: dict[str, Scored] = {}
     decisions: dict[str, np.ndarray] = {}
     for model in models:
         decisions[model] = probs[model] >= _vector(run.thresholds(model), names)
-        out[model] = Scored(truth, probs[model], decisions[model], patients)
+        out[model] = Scored(truth, probs[model], decisions[model], patients, known)
     if len(models) >= 2:
         mean = mean_ensemble([probs[m] for m in models])
         threshold = _vector(run.thresholds(ENSEMBLE, members=models), names)
-        out[ENSEMBLE_MEAN] = Scored(truth, mean, mean >= threshold, patients)
+        out[ENSEMBLE_MEAN] = Scored(truth, mean, mean >= threshold, patients, known)
         vote, fraction = vote_ensemble([decisions[m] for m in models])
-        out[ENSEMBLE_VOTE] = Scored(truth, fraction, vote, patients)
+        out[ENSEMBLE_VOTE] = Scored(truth, fraction, vote, patients, known)
     return out
 
 
@@ -51,15 +52,15 @@ def in_domain_scores(run: Run) -> dict[str, Scored]:
     models = [m for m in data.models() if data.folds(m)]
     parts: dict[str, list[Scored]] = {}
 
-    def add(entry: str, filenames: Sequence[str], truth: np.ndarray, scores: np.ndarray, pred: np.ndarray) -> None:
-        patients = np.array([patient_of[f] for f in filenames])
-        parts.setdefault(entry, []).append(Scored(truth.astype(bool), scores, pred, patients))
+    def add(entry: str, block: Predictions, scores: np.ndarray, pred: np.ndarray) -> None:
+        patients = np.array([patient_of[f] for f in block.filenames])
+        parts.setdefault(entry, []).append(Scored(block.truth.astype(bool), scores, pred, patients, block.known_mask))
 
     for model in models:
         for fold in data.folds(model):
             block = data.blocks[(model, fold, "test")]
             pred = block.probs >= _vector(run.thresholds(model, fold), names)
-            add(model, block.filenames, block.truth, block.probs, pred)
+            add(model, block, block.probs, pred)
     if len(models) >= 2:
         common = sorted(set.intersection(*(set(data.folds(m)) for m in models)))
         for fold in common:
@@ -68,16 +69,21 @@ def in_domain_scores(run: Run) -> dict[str, Scored]:
                 continue
             mean = mean_ensemble([b.probs for b in blocks])
             threshold = _vector(run.thresholds(ENSEMBLE, fold, members=models), names)
-            add(ENSEMBLE_MEAN, blocks[0].filenames, blocks[0].truth, mean, mean >= threshold)
+            add(ENSEMBLE_MEAN, blocks[0], mean, mean >= threshold)
             members = [b.probs >= _vector(run.thresholds(m, fold), names) for m, b in zip(models, blocks, strict=True)]
             vote, fraction = vote_ensemble(members)
-            add(ENSEMBLE_VOTE, blocks[0].filenames, blocks[0].truth, fraction, vote)
+            add(ENSEMBLE_VOTE, blocks[0], fraction, vote)
     return {
         entry: Scored(
             np.concatenate([p.truth for p in pieces]),
             np.concatenate([p.scores for p in pieces]),
             np.concatenate([p.decisions for p in pieces]),
             np.concatenate([p.patients for p in pieces]),
+            _known_or_none(np.concatenate([p.known_mask for p in pieces])),
         )
         for entry, pieces in parts.items()
     }
+
+
+def _known_or_none(known: np.ndarray) -> np.ndarray | None:
+    return None if known.all() else known

@@ -4,7 +4,9 @@ and AUROC, each with a 95 % bootstrap interval over patients, and calibration (E
 Conventions (as :mod:`cxrlens.evaluate.metrics`): a label is *evaluable* on a set with at least ``min_support``
 positive and one negative image; the micro and macro averages cover evaluable labels only; a value whose
 denominator is 0 is undefined (None in JSON), never 0. The bootstrap resamples patients with replacement (all
-images of a drawn patient count) and reports the 2.5th and 97.5th percentiles of each value.
+images of a drawn patient count) and reports the 2.5th and 97.5th percentiles of each value. An unknown
+(image, label) value (a label the image's source does not annotate) is left out of that label's numbers, the
+micro pools and the calibration; the image still counts for its known labels.
 """
 
 from __future__ import annotations
@@ -29,9 +31,15 @@ class Scored:
     scores: np.ndarray  # (images, labels) probabilities (or vote fractions)
     decisions: np.ndarray  # (images, labels) bool
     patients: np.ndarray  # (images,) patient ids
+    known: np.ndarray | None = None  # (images, labels) bool, False where the truth is unknown; None: all known
+
+    @property
+    def known_mask(self) -> np.ndarray:
+        return np.ones(self.truth.shape, dtype=bool) if self.known is None else self.known
 
     def take(self, rows: np.ndarray) -> Scored:
-        return Scored(self.truth[rows], self.scores[rows], self.decisions[rows], self.patients[rows])
+        known = None if self.known is None else self.known[rows]
+        return Scored(self.truth[rows], self.scores[rows], self.decisions[rows], self.patients[rows], known)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -40,31 +48,33 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-def auroc(truth: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Per-label ROC-AUC by the rank-sum formula (ties count half); NaN for a label with one class."""
+def auroc(truth: np.ndarray, scores: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:
+    """Per-label ROC-AUC by the rank-sum formula (ties count half) over the images where the label is known;
+    NaN for a label with one class."""
     out = np.full(truth.shape[1], np.nan)
     for j in range(truth.shape[1]):
-        pos = truth[:, j]
+        rows = slice(None) if known is None else known[:, j]
+        pos = truth[rows, j]
         n_pos = int(pos.sum())
         n_neg = pos.size - n_pos
         if n_pos and n_neg:
-            ranks = rankdata(scores[:, j])
+            ranks = rankdata(scores[rows, j])
             out[j] = (ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
     return out
 
 
 def measure(scored: Scored, min_support: int) -> dict[str, Any]:
     """Per-label and micro/macro values of one set (arrays over labels; NaN where undefined)."""
-    t, p = scored.truth, scored.decisions
-    tp, fp = (t & p).sum(0), (~t & p).sum(0)
-    fn, tn = (t & ~p).sum(0), (~t & ~p).sum(0)
-    support, negatives = t.sum(0), (~t).sum(0)
+    t, p, known = scored.truth, scored.decisions, scored.known_mask
+    tp, fp = (t & p & known).sum(0), (~t & p & known).sum(0)
+    fn, tn = (t & ~p & known).sum(0), (~t & ~p & known).sum(0)
+    support, negatives = (t & known).sum(0), (~t & known).sum(0)
     evaluable = (support >= min_support) & (negatives > 0)
     per_label = {
         "sensitivity": _ratio(tp, tp + fn),
         "specificity": _ratio(tn, tn + fp),
         "ppv": _ratio(tp, tp + fp),
-        "auroc": auroc(t, scored.scores),
+        "auroc": auroc(t, scored.scores, scored.known),
     }
     k = evaluable
     micro = {
@@ -87,6 +97,7 @@ def measure(scored: Scored, min_support: int) -> dict[str, Any]:
         "per_label": per_label,
         "support": support,
         "negatives": negatives,
+        "unknown": (~known).sum(0),
         "evaluable": evaluable,
         "micro": micro,
         "macro": macro,
@@ -152,6 +163,7 @@ def summarise(
 ) -> dict[str, Any]:
     """The JSON-ready numbers of one model on one set (values of labels that are not evaluable are None)."""
     values = measure(scored, min_support)
+    known = scored.known_mask
     ci = bootstrap(scored, min_support, resamples, seed) if resamples else None
     evaluable = values["evaluable"]
     labels: dict[str, Any] = {}
@@ -159,6 +171,7 @@ def summarise(
         row: dict[str, Any] = {
             "support": int(values["support"][j]),
             "negatives": int(values["negatives"][j]),
+            "unknown": int(values["unknown"][j]),
             "evaluable": bool(evaluable[j]),
         }
         for metric in PER_LABEL:
@@ -166,12 +179,14 @@ def summarise(
             interval = ci["per_label"][metric][:, j] if ci and evaluable[j] else [None, None]
             row[f"{metric}_ci"] = [None if v is None else float(v) for v in interval]
         if probabilities and evaluable[j]:
-            row["ece"] = calibration(scored.truth[:, [j]], scored.scores[:, [j]], bins)["ece"]
+            rows = known[:, j]
+            row["ece"] = calibration(scored.truth[rows, j], scored.scores[rows, j], bins)["ece"]
         labels[name] = row
     micro = dict(values["micro"])
     if ci:
         micro["ci"] = {name: [float(v) for v in ci["micro"][name]] for name in MICRO}
-    pooled = calibration(scored.truth[:, evaluable], scored.scores[:, evaluable], bins) if probabilities else None
+    pairs = known & evaluable[None, :]  # the known (image, label) pairs of the evaluable labels
+    pooled = calibration(scored.truth[pairs], scored.scores[pairs], bins) if probabilities else None
     return {
         "images": int(scored.truth.shape[0]),
         "patients": len(np.unique(scored.patients)),

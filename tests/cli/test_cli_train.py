@@ -68,7 +68,7 @@ def test_cv_again_skips_finished_pairs(trained_run):
 def test_clear_errors(trained_run, tmp_path):
     assert_clean_failure(cxrlens("evaluate", "--run", str(tmp_path)), "not a cxrlens run folder")
     assert_clean_failure(
-        cxrlens("predict", str(tmp_path / "x.png"), "--run", str(trained_run)), "x.png", "file not found"
+        cxrlens("predict", str(tmp_path / "x.png"), "--run", str(trained_run)), "x.png", "no such file"
     )
     assert_clean_failure(
         cxrlens("predict", "README.md", "--run", str(trained_run), "--model", "resnet18"), "not trained"

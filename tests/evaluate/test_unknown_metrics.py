@@ -12,7 +12,7 @@ from cxrlens.evaluate.audit.behaviour import check_behaviour
 from cxrlens.evaluate.audit.columns import ColumnValues
 from cxrlens.evaluate.audit.data_check import AuditData, check_column
 from cxrlens.evaluate.external.stats import Scored, measure, summarise
-from cxrlens.evaluate.metrics import fold_metrics
+from cxrlens.evaluate.metrics import fold_metrics, label_prior_baseline
 from cxrlens.evaluate.thresholds import tune_thresholds
 
 LABELS = ["COVID-19", "No Finding", "Pneumonia"]
@@ -106,3 +106,11 @@ def test_audit_does_not_see_a_label_one_source_never_annotates_as_confounded():
     behaviour = check_behaviour(0, "COVID-19", truth[:, 0], {"m": scores}, column, AuditConfig(), known[:, 0])
     assert behaviour["scored_images"] == N_A
     assert behaviour["pooled_auroc"] == pytest.approx(roc_auc_score(truth[:N_A, 0], scores[:N_A, 0]))
+
+
+def test_the_label_prior_counts_the_images_that_annotate_the_label():
+    truth, _, known, _ = _data(4)
+    prior = label_prior_baseline(truth, 2, known)
+    assert prior.shape == (2, 3) and prior[0, 0] == pytest.approx(truth[:N_A, 0].mean())
+    assert np.array_equal(prior[0, 1:], truth[:, 1:].mean(axis=0))
+    assert np.array_equal(label_prior_baseline(truth, 2), label_prior_baseline(truth, 2, np.ones_like(known)))

@@ -294,11 +294,17 @@ def summarize_folds(folds: Sequence[FoldMetrics], label_names: Sequence[str]) ->
     return out
 
 
-def label_prior_baseline(train_labels: np.ndarray, n_test: int) -> np.ndarray:
-    """Probabilities (n_test, labels) giving every test image the training prevalence of each label."""
+def label_prior_baseline(train_labels: np.ndarray, n_test: int, known: np.ndarray | None = None) -> np.ndarray:
+    """Probabilities (n_test, labels) giving every test image the training prevalence of each label (among the
+    training images where the label is ``known``; 0 for a label known nowhere)."""
     train = np.asarray(train_labels, dtype=np.float64)
     if train.ndim != 2 or train.shape[0] == 0:
         raise ValueError(f"train_labels must be a non-empty (images, labels) matrix, got shape {train.shape}")
     if n_test < 0:
         raise ValueError(f"n_test must be >= 0, got {n_test}")
-    return np.tile(train.mean(axis=0), (n_test, 1))
+    if known is None:
+        return np.tile(train.mean(axis=0), (n_test, 1))
+    k = known_or_all(known, train.shape)
+    prevalence = np.zeros(train.shape[1])
+    np.divide((train * k).sum(axis=0), k.sum(axis=0), out=prevalence, where=k.sum(axis=0) > 0)
+    return np.tile(prevalence, (n_test, 1))

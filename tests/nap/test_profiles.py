@@ -36,6 +36,28 @@ def test_precedence_not_then_and_then_or():
     assert str(parse_expression("a | b & !(c | d)")) == "a | b & !(c | d)"
 
 
+def test_unknown_labels_put_an_image_in_a_group_only_when_the_expression_is_certain():
+    nan = np.nan
+    # columns COVID-19, No Finding, Pneumonia, Viral Pneumonia; image 0: COVID-19 unknown, Pneumonia positive;
+    # image 1: COVID-19 unknown, Pneumonia negative; image 2: everything known, COVID-19 negative
+    matrix = np.array([[nan, 0, 1, 1], [nan, 1, 0, 0], [0, 0, 1, 1]])
+    groups = {
+        "covid": "COVID-19",
+        "not covid": "!COVID-19",
+        "pneumonia or covid": "Pneumonia | COVID-19",
+        "covid or not covid": "COVID-19 | !COVID-19",
+        "normal and not covid": "No Finding & !COVID-19",
+    }
+    result = make_groups(matrix, LABELS, groups)
+    members = {name: np.flatnonzero(result.masks[:, i]).tolist() for i, name in enumerate(result.names)}
+    assert members == {
+        "not covid": [2],  # unknown is not negative
+        "pneumonia or covid": [0, 2],  # certain through Pneumonia
+        "covid or not covid": [2],  # not certain for either unknown image
+    }
+    assert result.sizes["covid"] == 0 and result.sizes["normal and not covid"] == 0
+
+
 def test_names_with_spaces_and_hyphens_and_quotes():
     expr = parse_expression("  Viral   Pneumonia &!COVID-19|No Finding ", LABELS)
     assert expr.labels() == {"Viral Pneumonia", "COVID-19", "No Finding"}

@@ -4,6 +4,10 @@ Expressions: label names joined by ``&`` (and), ``|`` (or), ``!`` (not) and pare
 ``&``, which binds tighter than ``|``. Names may contain spaces and hyphens (``Viral Pneumonia``, ``COVID-19``);
 a name holding an operator character can be quoted (``"A & B"``). The default groups are the paper's (§3.4):
 COVID-19, pneumonia, pneumonia without COVID-19, neither.
+
+Unknown labels (a source that does not annotate a label; NaN in the label matrix) follow three-valued logic: an
+image is in a group only when its labels make the expression certainly true (``!COVID-19`` leaves out an image
+whose COVID-19 value is unknown; ``Pneumonia | COVID-19`` keeps one that is positive for Pneumonia).
 """
 
 from __future__ import annotations
@@ -29,10 +33,17 @@ class ExpressionError(LabelError):
     """A group expression is not well formed; the message names the expression and the position."""
 
 
+Truth = tuple[np.ndarray, np.ndarray]  # (certainly true, certainly false) per image; neither: unknown
+
+
 class Expr:
-    """A parsed label expression; :meth:`evaluate` gives one boolean per image."""
+    """A parsed label expression; :meth:`evaluate` gives one boolean per image (certainly true)."""
 
     def evaluate(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
+        """``columns``: label name -> values per image (1 positive, 0 negative, NaN unknown)."""
+        return self.truth(columns)[0]
+
+    def truth(self, columns: Mapping[str, np.ndarray]) -> Truth:
         raise NotImplementedError
 
     def labels(self) -> set[str]:
@@ -43,8 +54,9 @@ class Expr:
 class Label(Expr):
     name: str
 
-    def evaluate(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
-        return np.asarray(columns[self.name], dtype=bool)
+    def truth(self, columns: Mapping[str, np.ndarray]) -> Truth:
+        values = np.asarray(columns[self.name], dtype=float)
+        return values == 1, values == 0
 
     def labels(self) -> set[str]:
         return {self.name}
@@ -57,8 +69,9 @@ class Label(Expr):
 class Not(Expr):
     operand: Expr
 
-    def evaluate(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
-        return ~self.operand.evaluate(columns)
+    def truth(self, columns: Mapping[str, np.ndarray]) -> Truth:
+        true, false = self.operand.truth(columns)
+        return false, true
 
     def labels(self) -> set[str]:
         return self.operand.labels()
@@ -73,8 +86,9 @@ class And(Expr):
     left: Expr
     right: Expr
 
-    def evaluate(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
-        return self.left.evaluate(columns) & self.right.evaluate(columns)
+    def truth(self, columns: Mapping[str, np.ndarray]) -> Truth:
+        (left_true, left_false), (right_true, right_false) = self.left.truth(columns), self.right.truth(columns)
+        return left_true & right_true, left_false | right_false
 
     def labels(self) -> set[str]:
         return self.left.labels() | self.right.labels()
@@ -89,8 +103,9 @@ class Or(Expr):
     left: Expr
     right: Expr
 
-    def evaluate(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
-        return self.left.evaluate(columns) | self.right.evaluate(columns)
+    def truth(self, columns: Mapping[str, np.ndarray]) -> Truth:
+        (left_true, left_false), (right_true, right_false) = self.left.truth(columns), self.right.truth(columns)
+        return left_true | right_true, left_false & right_false
 
     def labels(self) -> set[str]:
         return self.left.labels() | self.right.labels()
@@ -243,16 +258,16 @@ def _label_matrix(labels: np.ndarray | Sequence[Iterable[str]], label_names: Seq
                 f"label matrix has shape {tuple(matrix.shape)}; expected [images, {len(label_names)}] "
                 f"for labels {list(label_names)}"
             )
-        return matrix.astype(bool)
+        return matrix.astype(float)  # 1 / 0, NaN where unknown
     index = {name: j for j, name in enumerate(label_names)}
-    matrix = np.zeros((len(labels), len(label_names)), dtype=bool)
+    matrix = np.zeros((len(labels), len(label_names)), dtype=float)
     for i, label_set in enumerate(labels):
         if isinstance(label_set, str):
             raise LabelError(f"labels of image {i} are a string ({label_set!r}); give a set of label names")
         for name in label_set:
             j = index.get(name)
             if j is not None:  # labels outside the label space cannot be named in expressions
-                matrix[i, j] = True
+                matrix[i, j] = 1.0
     return matrix
 
 
@@ -261,7 +276,8 @@ def make_groups(
     label_names: Sequence[str],
     groups: Mapping[str, str] | None = None,
 ) -> GroupSet:
-    """Evaluate group expressions on ground truth (a 0/1 matrix over ``label_names`` or label sets).
+    """Evaluate group expressions on ground truth (a 0/1 matrix over ``label_names``, NaN where unknown, or label
+    sets).
 
     Raises :class:`LabelError` for bad expressions and :class:`DataError` if fewer than two groups have images.
     """

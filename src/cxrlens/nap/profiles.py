@@ -164,9 +164,9 @@ def compute_nap(
     """Activation profiles of ``layers`` (default ``model.nap_layer_names()``) over label-expression groups.
 
     ``loader`` yields image batches ``[B, 1, H, W]`` (or ``(images, ...)`` tuples) in the order of
-    ``label_matrix_or_sets`` (a 0/1 matrix over ``label_names`` or one label set per image). One pass under
-    ``torch.no_grad()`` in eval mode; hooks are removed and every module's training flag restored afterwards,
-    also on errors. ``progress(n)`` is called with each batch's image count.
+    ``label_matrix_or_sets`` (a 0/1 matrix over ``label_names``, NaN where unknown, or one label set per image).
+    One pass under ``torch.no_grad()`` in eval mode; hooks are removed and every module's training flag restored
+    afterwards, also on errors. ``progress(n)`` is called with each batch's image count.
     """
     group_set = make_groups(label_matrix_or_sets, label_names, groups)
     modules = _resolve_layers(model, layers)

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from cxrlens.config import NapConfig
@@ -60,7 +61,7 @@ def run_nap(run: Run, cfg: NapConfig, progress: Callable[[int], None] | None = N
     """Activation profiles of ``cfg.model`` (default: the first trained) on ``cfg.fold`` (default: its lowest).
 
     ``cfg.images``: ``test`` (that fold's test images) or ``all`` (every image of the splits). Groups use the
-    ground-truth labels.
+    ground-truth labels; an unknown label makes an image a member only where the expression is still certain.
     """
     groups = dict(cfg.groups) or DEFAULT_GROUPS
     for name, expression in groups.items():
@@ -81,7 +82,8 @@ def run_nap(run: Run, cfg: NapConfig, progress: Callable[[int], None] | None = N
     dataset = source.labelled(files, space)
     model = ModelBank(run, device=device_for(cfg.accelerator)).model(model_name, fold)
     size = batch_size_for([model], run.preprocess.size, cfg.memory_gib)
-    result = compute_nap(model, _batches(dataset, size, source), dataset.targets, space.names, groups,
+    truth = np.where(dataset.known, dataset.targets, np.nan)  # unknown labels stay unknown in the groups
+    result = compute_nap(model, _batches(dataset, size, source), truth, space.names, groups,
                          cfg.layers or None, progress)  # fmt: skip
     source.close()
 

@@ -90,6 +90,11 @@ class DataConfig(StrictModel):
     labels: LabelConfig = Field(default_factory=LabelConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     cache_dir: str | None = Field(None, description="preprocessed-image cache (default ~/.cache/cxrlens)")
+    streaming: str | None = Field(
+        None,
+        description="LitData shards written by `cxrlens data prepare --format streaming --out DIR`: training reads "
+        "the images from them instead of the cache (for runs on many machines; needs the streaming extra)",
+    )
     skip_bad: bool = Field(False, description="skip unreadable rows/images instead of stopping")
     frontal_views: list[str] = Field(
         default_factory=lambda: ["PA", "AP", "AP Supine", "AP Erect", "Frontal"],

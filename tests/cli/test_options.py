@@ -17,7 +17,7 @@ from tests.cli.test_cli_data import assert_clean_failure, cxrlens
 NOT_CONFIG = {
     "ctx", "run", "config", "as_json", "assignments", "model", "fold", "resume", "images", "no_check",
     "workers", "evaluated", "open_browser", "out", "external_out", "external_data", "predict_data",
-    "predict_out",
+    "predict_out", "output_format", "node_rank", "nodes",
 }  # fmt: skip
 SAMPLE_VALUES = {"param": ["occlusion.window=16"], "group": ["covid=COVID-19"]}
 

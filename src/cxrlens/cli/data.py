@@ -15,6 +15,7 @@ from cxrlens.data.export import write_dataset_folder
 from cxrlens.data.labels import choose_labels
 from cxrlens.data.sources import load_dataset
 from cxrlens.data.splits import absent_training_labels, fold_sources, hold_out, make_splits, split_counts, write_splits
+from cxrlens.data.streaming import node_share, write_shards
 from cxrlens.data.summary import summarize
 from cxrlens.errors import ConfigError, DataError
 from cxrlens.fileio import json_text
@@ -129,27 +130,50 @@ def prepare_cmd(
     config: ConfigOpt = None,
     size: Annotated[int | None, typer.Option("--size", help="output size N (N x N)")] = None,
     cache: Annotated[Path | None, typer.Option("--cache", help="cache folder (default ~/.cache/cxrlens)")] = None,
+    output_format: Annotated[
+        str | None,
+        typer.Option("--format", help="cache (one machine; the default) or streaming (LitData shards, --out DIR)"),
+    ] = None,
+    streaming: Annotated[
+        Path | None, typer.Option("--out", "-o", help="the shards' folder (data.streaming; implies --format streaming)")
+    ] = None,
+    node_rank: Annotated[
+        int | None, typer.Option("--node-rank", help="streaming: this node's part (default $DATA_OPTIMIZER_NODE_RANK)")
+    ] = None,
+    nodes: Annotated[
+        int | None,
+        typer.Option("--nodes", help="streaming: nodes sharing it (default $DATA_OPTIMIZER_NUM_NODES)"),
+    ] = None,
     workers: Annotated[
         int, typer.Option("--workers", help="processes (default: every usable core; one for a few dozen images)")
     ] = 0,
     skip_bad: SkipOpt = False,
     assignments: SetOpt = None,
 ) -> None:
-    """Preprocess every image once into the cache that training reads."""
+    """Preprocess every image once into the cache that training reads, or into streaming shards."""
     cfg = resolve(ctx, config).data
+    kind = output_format or ("streaming" if cfg.streaming else "cache")
+    if kind not in ("cache", "streaming"):
+        raise ConfigError(f"--format {kind!r}: choose cache or streaming")
     dataset = load_dataset(cfg=cfg)
-    store = PreprocessCache(cfg.preprocess, cfg.cache_dir)
-    with progress_bar(f"preprocessing to {cfg.preprocess.size}px", len(dataset)) as advance:
-        report = store.prepare(dataset.records, workers=workers or None, progress=advance)
-    if report.failed and not cfg.skip_bad:
-        first = report.failed[0]
-        raise DataError(f"{first} ({len(report.failed)} image(s) failed; pass --skip-bad to skip them)")
-    for failure in report.failed:
+    if kind == "streaming":
+        if not cfg.streaming:
+            raise ConfigError("--format streaming needs --out DIR (or data.streaming in the config)")
+        share = node_share(node_rank, nodes)
+        console.print(f"node {share.rank} of {share.count}: preprocessing its share of {len(dataset)} images")
+        shards = write_shards(dataset.records, cfg.preprocess, cfg.streaming, share, workers or None)
+        failed, done = shards.failed, f"{shards.written} written, {shards.reused} already in the shards"
+        where = shards.part
+    else:
+        cached = PreprocessCache(cfg.preprocess, cfg.cache_dir)
+        with progress_bar(f"preprocessing to {cfg.preprocess.size}px", len(dataset)) as advance:
+            report = cached.prepare(dataset.records, workers=workers or None, progress=advance)
+        failed, done, where = report.failed, f"{report.written} written, {report.reused} already cached", cached.dir
+    if failed and not cfg.skip_bad:
+        raise DataError(f"{failed[0]} ({len(failed)} image(s) failed; pass --skip-bad to skip them)")
+    for failure in failed:
         err_console.print(f"skipped: {failure}", markup=False)
-    console.print(
-        f"{report.written} written, {report.reused} already cached, {len(report.failed)} skipped, "
-        f"{len(dataset.problems)} bad row(s) skipped -> {store.dir}"
-    )
+    console.print(f"{done}, {len(failed)} skipped, {len(dataset.problems)} bad row(s) skipped -> {where}")
 
 
 @app.command("split")

@@ -58,6 +58,7 @@ CONFIG_KEYS: dict[str, Target] = {
     "data": "data.sources",
     "size": "data.preprocess.size",
     "cache": _text("data.cache_dir"),
+    "streaming": _text("data.streaming"),
     "skip_bad": "data.skip_bad",
     "labels": "data.labels.preset",
     "min_images": "data.labels.min_images",

@@ -103,11 +103,12 @@ class PrepareReport:
     by_others: int = 0  # of ``reused``: entries another rank wrote while this one waited
 
 
-def _encode(image: np.ndarray) -> np.ndarray:
+def encode_image(image: np.ndarray) -> np.ndarray:
+    """A preprocessed [0, 1] image as stored (uint16); :func:`decode_image` gives it back."""
     return np.round(np.clip(image, 0.0, 1.0) * SCALE).astype(np.uint16)
 
 
-def _decode(stored: np.ndarray) -> np.ndarray:
+def decode_image(stored: np.ndarray) -> np.ndarray:
     return stored.astype(np.float32) / SCALE
 
 
@@ -158,7 +159,7 @@ def _work(job: _Job) -> _Result:
         atomic_write_text(_failure_note(target), err.reason + "\n")  # tells waiting ranks to retry it themselves
         return _Result(job.path, job.key, "failed", digest, stamp, err.reason)
     with atomic_open(target, "wb", encoding=None) as handle:
-        np.save(handle, _encode(image))
+        np.save(handle, encode_image(image))
     _failure_note(target).unlink(missing_ok=True)
     return _Result(job.path, job.key, "written", digest, stamp)
 
@@ -216,15 +217,15 @@ class PreprocessCache:
         """The preprocessed image of ``path``: read from the cache, computed and stored if absent."""
         target = self.entry_path(path)
         try:
-            return _decode(np.load(target))
+            return decode_image(np.load(target))
         except FileNotFoundError:
             pass
         except (ValueError, OSError, EOFError):
             target.unlink(missing_ok=True)  # damaged entry: recompute below
-        image = preprocess_file(path, self.cfg)
+        stored = encode_image(preprocess_file(path, self.cfg))
         with atomic_open(target, "wb", encoding=None) as handle:
-            np.save(handle, _encode(image))
-        return image
+            np.save(handle, stored)
+        return decode_image(stored)  # as every later load returns it
 
     def prepare(
         self,

@@ -1,6 +1,6 @@
-"""Create (or resume) a run folder: read the data, fill the cache, choose labels, make or read the splits, and
-write ``run.json``, ``config.yaml``, ``splits.csv`` and ``labels.csv``. Resuming checks the labels and splits
-are the same."""
+"""Create (or resume) a run folder: read the data, fill the cache (or open the streaming shards), choose labels,
+make or read the splits, and write ``run.json``, ``config.yaml``, ``splits.csv`` and ``labels.csv``. Resuming
+checks the labels and splits are the same."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from cxrlens.data.labels import LabelSpace, choose_labels
 from cxrlens.data.records import Dataset
 from cxrlens.data.sources import load_dataset
 from cxrlens.data.splits import SplitRow, make_splits, read_splits, splits_csv, write_splits
+from cxrlens.data.streaming import ImageStore, ShardImages
 from cxrlens.errors import ConfigError, DataError, RunError
 from cxrlens.fileio import atomic_write_text, sha256_text, stable_hash
 from cxrlens.run.folder import Run
@@ -33,7 +34,7 @@ class Study:
     dataset: Dataset
     space: LabelSpace
     splits: tuple[SplitRow, ...]
-    cache: PreprocessCache
+    cache: ImageStore  # the preprocessed-image cache, or the shards when data.streaming is set
 
     @property
     def folds(self) -> list[int]:
@@ -50,17 +51,26 @@ def create_run(cfg: RunConfig, root: str | Path, progress: Callable[[int], None]
     layout = RunLayout(Path(root))
     layout.root.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset(cfg=cfg.data)
-    cache = PreprocessCache(cfg.data.preprocess, cfg.data.cache_dir)
-
-    # every usable core (serial for a few dozen images); under DDP each local rank prepares its share and
-    # waits for the others' (see cxrlens.data.cache): the first epoch finds every image in the cache
-    report = cache.prepare(dataset.records, progress=progress)
-    if report.failed:
-        if not cfg.data.skip_bad:
-            raise DataError(f"{report.failed[0]} ({len(report.failed)} image(s) unreadable; pass --skip-bad)")
-        bad = {Path(str(err.path)) for err in report.failed}
-        dataset.records = [r for r in dataset.records if r.path not in bad]
-    cache.save_index()
+    cache: ImageStore
+    if cfg.data.streaming:  # the images come from the shards (cxrlens.data.streaming), not from the cache
+        cache = shards = ShardImages(cfg.data.streaming, cfg.data.preprocess, dataset.records)
+        if shards.missing and not cfg.data.skip_bad:
+            first = shards.missing[0].filename
+            why = shards.failed.get(first, "not prepared into them")
+            raise DataError(f"{len(shards.missing)} image(s) not in the shards, e.g. {first}: {why} (pass --skip-bad)")
+        absent = {r.filename for r in shards.missing}
+        dataset.records = [r for r in dataset.records if r.filename not in absent]
+    else:
+        cache = store = PreprocessCache(cfg.data.preprocess, cfg.data.cache_dir)
+        # every usable core (serial for a few dozen images); under DDP each local rank prepares its share and
+        # waits for the others' (see cxrlens.data.cache): the first epoch finds every image in the cache
+        report = store.prepare(dataset.records, progress=progress)
+        if report.failed:
+            if not cfg.data.skip_bad:
+                raise DataError(f"{report.failed[0]} ({len(report.failed)} image(s) unreadable; pass --skip-bad)")
+            bad = {Path(str(err.path)) for err in report.failed}
+            dataset.records = [r for r in dataset.records if r.path not in bad]
+        store.save_index()
 
     labels = cfg.data.labels
     space, rare = choose_labels([r.labels for r in dataset.records], labels.preset, labels.names, labels.min_images)
@@ -75,7 +85,13 @@ def create_run(cfg: RunConfig, root: str | Path, progress: Callable[[int], None]
     elif layout.splits.is_file():
         splits = read_splits(layout.splits)
     else:
-        splits = make_splits(dataset, space, cfg.cv.split)
+        try:
+            splits = make_splits(dataset, space, cfg.cv.split)  # reads the image files (duplicate patients)
+        except FileNotFoundError as err:
+            raise ConfigError(
+                f"{err.filename}: no such file; with data.streaming on a node without the images, make the splits "
+                "where the images are (cxrlens data split --out splits.csv) and give them with --splits"
+            ) from None
     known = dataset.by_filename()
     unknown = [r.filename for r in splits if r.filename not in known]
     if unknown:

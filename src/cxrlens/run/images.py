@@ -19,6 +19,7 @@ from cxrlens.data.imageio import read_image
 from cxrlens.data.labels import LabelSpace
 from cxrlens.data.preprocess import Geometry, load_mask, preprocess_file
 from cxrlens.data.records import ImageRecord
+from cxrlens.data.streaming import ImageStore
 from cxrlens.errors import RunError
 from cxrlens.run.folder import Run
 
@@ -32,7 +33,7 @@ class LabelledImages(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     a silent negative. ``targets`` (0/1) and ``known`` (bool) are the same as matrices (images x labels).
     """
 
-    def __init__(self, records: Sequence[ImageRecord], space: LabelSpace, cache: PreprocessCache) -> None:
+    def __init__(self, records: Sequence[ImageRecord], space: LabelSpace, cache: ImageStore) -> None:
         self.records = list(records)
         self.cache = cache
         self.targets = space.encode_many(r.labels for r in self.records)

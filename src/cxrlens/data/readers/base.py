@@ -207,7 +207,7 @@ class ReadContext:
         if path is None:
             self.log.report(where, f"filename {relative!r} is outside the data folder {root}")
             return None
-        if not path.is_file():
+        if not path.is_file() and not self.cfg.streaming:  # streaming: the images are in the shards
             self.log.report(where, f"image file not found: {relative}")
             return None
         return path

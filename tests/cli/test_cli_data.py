@@ -193,3 +193,39 @@ def test_summary_of_other_collections_reports_what_each_source_annotates(tmp_pat
     text = cxrlens(*args, "--labels", "paper14", "--no-check")
     assert text.returncode == 0, text.stderr
     assert "what each source" in text.stdout and "findings outside the label space" in text.stdout
+
+
+def test_summary_json_of_every_public_layout(tmp_path):
+    """Each collection, written in its published format, read through the CLI: images, patients, sources,
+    labels with their ancestors and missing (unknown) values per source, as ``data summary --json`` reports."""
+    from tests.data import collection_files
+
+    layouts = ["nih", "chexpert", "mimic", "padchest", "rsna", "covidx"]
+    roots = [str(getattr(collection_files, f"make_{name}")(tmp_path / name)) for name in layouts]
+    args = [part for root in roots for part in ("--data", root)]
+    result = cxrlens("data", "summary", *args, "--labels", "paper14", "--json")  # ARDS, TB... shown too
+    assert result.returncode == 0, result.stderr
+    s = json.loads(result.stdout)
+    assert s["sources"] == {
+        "nih": {"images": 5, "patients": 4},
+        "chexpert": {"images": 5, "patients": 4},
+        "mimic": {"images": 4, "patients": 2},
+        "padchest": {"images": 3, "patients": 2},
+        "rsna": {"images": 4, "patients": 4},
+        "covidx": {"images": 6, "patients": 5},
+    }
+    assert s["images"] == 27 and s["patients"] == 21
+    table = s["annotation"]
+    # labels with ancestors: COVIDx's three COVID-19 images are viral pneumonias and pneumonias
+    assert table["covidx"]["COVID-19"]["positive"] == 3
+    assert table["covidx"]["Viral Pneumonia"]["positive"] == 3 and table["covidx"]["Pneumonia"]["positive"] == 4
+    # missing values: what a collection does not annotate, and CheXpert's uncertain label (policy ignore)
+    assert table["nih"]["ARDS"] == {"positive": 0, "negative": 0, "unknown": 5}
+    assert table["nih"]["Pneumonia"]["unknown"] == 0
+    assert table["chexpert"]["Cardiomegaly"] == {"positive": 1, "negative": 3, "unknown": 1}
+    assert table["rsna"]["Pneumonia"]["unknown"] == 4 and table["rsna"]["Lung Opacity"]["unknown"] == 0
+    assert table["covidx"]["ARDS"]["unknown"] == 6
+    assert table["padchest"]["ARDS"]["unknown"] == 3 and table["mimic"]["Consolidation"]["positive"] == 1
+    # a collection's own findings are unknown for the others, never negative
+    assert table["rsna"]["Emphysema"] == {"positive": 0, "negative": 0, "unknown": 4}
+    assert s["label_policy"]["uncertain"] == "ignore"

@@ -1,11 +1,22 @@
-"""Training images/s: cxrlens (Lightning module + loaders) vs a plain hand-written PyTorch loop.
+"""Training images/s: cxrlens (its Lightning module and the trainer ``train_fold`` builds) vs a plain PyTorch loop.
 
-Same model, batch, data and settings, side by side in one run; then the gain of each CPU speed-up.
+Same model, batch, data and settings on both sides, per configuration; then the default recipe (what
+``precision: auto`` and ``channels_last: auto`` resolve to here) against the paper's fp32 loop.
 
-    python benchmarks/train_throughput.py [--model resnet18] [--size 512] [--batch 8] [--steps 8]
+    python benchmarks/train_throughput.py [--model resnet18] [--size 512] [--batch 8] [--steps 4] [--rounds 2]
+                                          [--only N ...] [--markdown]
 
-Every configuration runs in a fresh process (the allocator setting must precede any tensor).
-Default data: $CXRLENS_DATA, else the embedded sample. Target: cxrlens / plain >= 0.95.
+Every configuration runs in a fresh process (the allocator setting must precede any tensor). Inside it the two
+sides take turns step by step: cxrlens (``CxrLitModule`` in the trainer ``build_trainer`` makes, with the CSV
+logger and the progress bar, as ``cxrlens cv`` trains) does a step, then the plain loop does one, and so on; a
+side's images/s is the batch over its median step time. Taking turns, both sides see the same load from other
+processes; the median leaves out the steps another process happened to stall. A cxrlens step is timed from the
+end of the plain step before it to the end of its own batch, so Lightning's work between batches (progress bar,
+logging, fetching the next batch) counts. Validation and the once-per-epoch checkpoint are not per-step work
+and are not timed. The paper's loop and the default recipe run back to back (their ratio spans two processes).
+
+Default data: $CXRLENS_DATA, else the embedded sample. Targets: cxrlens / plain >= 0.95x in every
+configuration; the default recipe >= 3x the paper's fp32 loop (stock allocator, fp32, unfused Adam).
 """
 
 from __future__ import annotations
@@ -13,115 +24,254 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
+from typing import Any
 
-CONFIGS = [  # (label, environment, options)
-    ("stock (glibc malloc, fp32)", {"CXRLENS_NO_MALLOPT": "1"}, {}),
-    ("+ allocator fix", {}, {}),
-    ("+ allocator + channels-last", {}, {"channels_last": True}),
-    ("+ allocator + bf16 autocast", {}, {"bf16": True}),
+# (label, environment, TrainConfig settings); index 0 is the paper's loop, the last one the default recipe
+CONFIGS: list[tuple[str, dict[str, str], dict[str, Any]]] = [
+    (
+        "paper: fp32, stock allocator, Adam",
+        {"CXRLENS_NO_MALLOPT": "1"},
+        {"precision": "32-true", "channels_last": False, "fused_optimizer": False},
+    ),
+    ("fp32 + allocator fix + fused Adam", {}, {"precision": "32-true", "channels_last": False}),
+    ("+ channels-last (fp32)", {}, {"precision": "32-true", "channels_last": True}),
+    ("+ bf16-mixed (contiguous)", {}, {"precision": "bf16-mixed", "channels_last": False}),
+    ("default recipe (auto)", {}, {}),
 ]
+TARGET_RATIO = 0.95
+TARGET_SPEEDUP = 3.0
 
 
 def _loader(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The training loader of ``train_fold`` over the first images (repeated when there are too few)."""
     from cxrlens.config import PreprocessConfig
     from cxrlens.data.cache import PreprocessCache
     from cxrlens.data.labels import choose_labels
     from cxrlens.data.sources import load_dataset
-    from cxrlens.train.data import CachedImages, make_loader
+    from cxrlens.run.images import LabelledImages
+    from cxrlens.train.data import make_loader
 
     dataset = load_dataset([args.data])
-    records = dataset.records[: args.batch * (args.steps + args.warmup)]
+    need = args.batch * (args.steps + args.warmup)
+    records = (dataset.records * (need // len(dataset.records) + 1))[:need]
     space, _ = choose_labels([r.labels for r in dataset.records], "paper14", None, 0)
     cache = PreprocessCache(PreprocessConfig(size=args.size), args.cache)
-    cache.prepare(records)
-    return make_loader(CachedImages(records, space, cache), args.batch, shuffle_seed=0), space
+    cache.prepare(records[: len(dataset.records)])
+    return make_loader(LabelledImages(records, space, cache), args.batch, shuffle_seed=0), space
 
 
-def _plain(args: argparse.Namespace) -> float:
-    """The hand-written loop: zero_grad, forward, BCE, backward, Adam step."""
-    import torch
-    import torch.nn.functional as F
+class PlainLoop:
+    """The hand-written loop with the same settings: next batch, zero_grad, forward (autocast), fp32 BCE,
+    backward, Adam step. :meth:`step` does one and returns its seconds."""
 
-    from cxrlens.models import create_model
+    def __init__(self, args: argparse.Namespace, recipe: Any) -> None:
+        import torch
 
-    loader, space = _loader(args)
-    torch.manual_seed(0)
-    model = create_model(args.model, label_names=space.names).train()
-    if args.channels_last:
-        model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    aux_weight = model.spec.aux_weight
-    start, seen = 0.0, 0
-    for step, (x, y) in enumerate(loader):
-        if step == args.warmup:
-            start = time.perf_counter()
-        if args.channels_last:
+        from cxrlens.models import create_model
+
+        loader, space = _loader(args)
+        self.batches = iter(loader)
+        self.recipe = recipe
+        self.model = create_model(args.model, label_names=space.names).train()
+        if recipe.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        fused = True if recipe.fused_optimizer else None
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3, weight_decay=1e-4, fused=fused)
+
+    def step(self) -> float:
+        import torch
+        import torch.nn.functional as F
+
+        start = time.perf_counter()
+        x, y = next(self.batches)
+        if self.recipe.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        opt.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
-            logits, aux = model.forward_train(x)
+        self.opt.zero_grad()
+        dtype = self.recipe.autocast_dtype
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            logits, aux = self.model.forward_train(x)
             loss = F.binary_cross_entropy_with_logits(logits.float(), y)
-            if aux is not None:
-                loss = loss + aux_weight * F.binary_cross_entropy_with_logits(aux.float(), y)
+            if aux is not None and self.model.spec.aux_weight:
+                loss = loss + self.model.spec.aux_weight * F.binary_cross_entropy_with_logits(aux.float(), y)
         loss.backward()
-        opt.step()
-        if step >= args.warmup:
-            seen += len(x)
-    return seen / (time.perf_counter() - start)
+        self.opt.step()
+        return time.perf_counter() - start
 
 
-def _cxrlens(args: argparse.Namespace) -> float:
-    """The same steps through cxrlens' Lightning module and trainer (no validation, no checkpoint)."""
+def interleaved(args: argparse.Namespace, cfg: Any, recipe: Any, logs: Path) -> dict[str, list[float]]:
+    """Seconds per step of both sides, taking turns step by step (other processes slow both alike).
+
+    cxrlens runs ``CxrLitModule`` in the trainer of ``build_trainer`` (CSV logger, progress bar); after each of
+    its steps the plain loop does one. A cxrlens step is timed from the end of the plain step before it to the
+    end of its own batch: Lightning's work between batches, the loading and the step itself.
+    """
+    import warnings
+
     import lightning as L
     from lightning.pytorch.callbacks import Callback
+    from lightning.pytorch.loggers import CSVLogger
 
-    from cxrlens.config import TrainConfig
+    from cxrlens.lightning_setup import quiet_lightning
     from cxrlens.models import create_model
     from cxrlens.train.module import CxrLitModule
+    from cxrlens.train.runner import build_trainer
 
+    plain = PlainLoop(args, recipe)
     loader, space = _loader(args)
     L.seed_everything(0, verbose=False)
-    model = create_model(args.model, label_names=space.names)
-    module = CxrLitModule(model, TrainConfig(channels_last=args.channels_last))
+    module = CxrLitModule(create_model(args.model, label_names=space.names), cfg, recipe)
+    module.sampler = loader.sampler  # type: ignore[assignment]
+    times: dict[str, list[float]] = {"plain": [], "cxrlens": []}
 
-    class Clock(Callback):
-        start = 0.0
-        seen = 0
-
-        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # type: ignore[no-untyped-def]
-            if batch_idx == args.warmup:
-                Clock.start = time.perf_counter()
+    class TakeTurns(Callback):
+        mark = 0.0
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):  # type: ignore[no-untyped-def]
             if batch_idx >= args.warmup:
-                Clock.seen += len(batch[0])
-                Clock.end = time.perf_counter()
+                times["cxrlens"].append(time.perf_counter() - self.mark)
+            seconds = plain.step()
+            if batch_idx >= args.warmup:
+                times["plain"].append(seconds)
+            self.mark = time.perf_counter()
 
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        devices=1,
-        precision="bf16-mixed" if args.bf16 else "32-true",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        callbacks=[Clock()],
-    )
-    trainer.fit(module, loader)
-    return Clock.seen / (Clock.end - Clock.start)  # type: ignore[attr-defined]
+    quiet_lightning()
+    logger = CSVLogger(save_dir=str(logs), name="", version=f"v{time.monotonic_ns()}")
+    trainer = build_trainer(cfg, recipe, [TakeTurns()], [logger], enable_progress_bar=True, max_epochs=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(module, loader)
+    return times
 
 
 def child(args: argparse.Namespace) -> None:
     from cxrlens.cli.common import tune_allocator
 
-    tune_allocator()  # a no-op when CXRLENS_NO_MALLOPT is set
-    result = {"plain": _plain(args), "cxrlens": _cxrlens(args)}
-    print(json.dumps(result))
+    tune_allocator()  # as the CLI does, before any tensor (a no-op when CXRLENS_NO_MALLOPT is set)
+    from cxrlens.config import TrainConfig
+    from cxrlens.train.recipe import resolve_recipe
+
+    settings = json.loads(args.settings)
+    cfg = TrainConfig(accelerator="cpu", devices="1", **settings)
+    recipe = resolve_recipe(cfg, args.model)
+    cfg = cfg.model_copy(update={"limit_batches": args.warmup + args.steps})
+    times = interleaved(args, cfg, recipe, Path(args.cache) / "logs")
+    result = {"times": times, "precision": recipe.precision, "channels_last": recipe.channels_last,
+              "fused": recipe.fused_optimizer, "reason": recipe.reason}  # fmt: skip
+    Path(args.result).write_text(json.dumps(result), encoding="utf-8")
+
+
+def _busy_seconds() -> float | None:
+    """CPU seconds the whole machine has been busy (/proc/stat), or None where it cannot be read."""
+    try:
+        fields = [float(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:8]]
+    except (OSError, ValueError, IndexError):
+        return None
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _order(args: argparse.Namespace) -> list[int]:
+    """The paper's loop and the default recipe first, back to back (their ratio spans two processes)."""
+    last = len(CONFIGS) - 1
+    order = [0, last, *range(1, last)]
+    return [i for i in order if not args.only or i in args.only]
+
+
+def measure(args: argparse.Namespace) -> tuple[dict[int, dict[str, Any]], float | None]:
+    """Every selected configuration in its own process (``--rounds`` times, the order reversed every other
+    round); and the cores other processes used meanwhile."""
+    results: dict[int, dict[str, Any]] = {}
+    start, busy_before, own_before = time.perf_counter(), _busy_seconds(), _children_seconds()
+    with tempfile.TemporaryDirectory(prefix="cxrlens-train-bench-") as tmp:
+        for r in range(args.rounds):
+            order = _order(args) if r % 2 == 0 else _order(args)[::-1]
+            for i in order:
+                label, env, settings = CONFIGS[i]
+                result = Path(tmp) / f"result{i}-{r}.json"
+                cmd = [sys.executable, __file__, "--child", "--cache", tmp, "--result", str(result),
+                       "--data", args.data, "--model", args.model, "--size", str(args.size),
+                       "--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
+                       "--settings", json.dumps(settings)]  # fmt: skip
+                done = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True)
+                if done.returncode != 0 or not result.is_file():
+                    tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+                    raise SystemExit(f"configuration {i} ({label}) failed:\n{tail}")
+                one = json.loads(result.read_text(encoding="utf-8"))
+                if i in results:
+                    for side, seconds in one["times"].items():
+                        results[i]["times"][side] += seconds
+                else:
+                    results[i] = one
+                print(f"  {label}: done", file=sys.stderr, flush=True)
+    busy_after, wall = _busy_seconds(), time.perf_counter() - start
+    others = None
+    if busy_before is not None and busy_after is not None and wall > 0:
+        others = max(0.0, (busy_after - busy_before) - (_children_seconds() - own_before)) / wall
+    for one in results.values():
+        one.update({side: args.batch / statistics.median(t) for side, t in one["times"].items()})
+    return dict(sorted(results.items())), others
+
+
+def _verdict(ok: bool, gap: str) -> str:
+    return "holds" if ok else f"misses by {gap}"
+
+
+def report(args: argparse.Namespace, results: dict[int, dict[str, Any]], busy: float | None) -> None:
+    data = Path(args.data).name or args.data
+    title = (
+        f"{args.model}, {args.size} px, batch {args.batch}, median of {args.steps * args.rounds} steps per side "
+        f"taking turns step by step, data {data}"
+    )
+    rows = []
+    for i, r in results.items():
+        label = CONFIGS[i][0]
+        if i == len(CONFIGS) - 1:
+            label += f": {r['precision']}, channels-last {'on' if r['channels_last'] else 'off'}, fused Adam"
+        ratio = r["cxrlens"] / r["plain"]
+        target = f">= {TARGET_RATIO}x: {_verdict(ratio >= TARGET_RATIO, f'{TARGET_RATIO - ratio:.3f}x')}"
+        rows.append((label, f"{r['plain']:.2f} img/s", f"{r['cxrlens']:.2f} img/s", f"**{ratio:.3f}x**", target))
+    speedup = None
+    last = len(CONFIGS) - 1
+    if 0 in results and last in results:
+        speedup = results[last]["cxrlens"] / results[0]["plain"]
+    if args.markdown:
+        print(f"### Training: cxrlens vs a plain PyTorch loop ({title})\n")
+        print("| configuration | plain loop | cxrlens | cxrlens / plain | target |")
+        print("|---|---:|---:|---:|---|")
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+        if speedup is not None:
+            gap = f"{TARGET_SPEEDUP - speedup:.2f}x"
+            target = f">= {TARGET_SPEEDUP:g}x: {_verdict(speedup >= TARGET_SPEEDUP, gap)}"
+            print("\n| measure | result | target |")
+            print("|---|---:|---|")
+            print(f"| default recipe (cxrlens) vs the paper's fp32 loop (plain) | **{speedup:.2f}x** | {target} |")
+        if results.get(last, {}).get("reason"):
+            print(f"\nThe default recipe here: {results[last]['reason']}.")
+        if busy is not None:
+            print(f"\nOther processes used {busy:.2f} of the machine's {os.cpu_count()} cores on average meanwhile.\n")
+        return
+    print(title)
+    print(f"{'configuration':<72} {'plain loop':>13} {'cxrlens':>13} {'ratio':>9}")
+    for label, plain, ours, ratio, target in rows:
+        print(f"{label:<72} {plain:>13} {ours:>13} {ratio.strip('*'):>9}  {target}")
+    if speedup is not None:
+        print(f"default recipe (cxrlens) vs the paper's fp32 loop (plain): {speedup:.2f}x (>= {TARGET_SPEEDUP:g}x)")
+    if results.get(last, {}).get("reason"):
+        print(f"default recipe: {results[last]['reason']}")
+    if busy is not None:
+        print(f"other processes used {busy:.2f} of {os.cpu_count()} cores on average meanwhile")
 
 
 def main() -> None:
@@ -130,37 +280,29 @@ def main() -> None:
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=8, help="timed steps after warm-up")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--only", type=int, default=None, help="run only this configuration index")
-    parser.add_argument("--channels-last", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--steps", type=int, default=4, help="timed steps per side and process, after the warm-up")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per side at the start (>= 1)")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="processes per configuration, the order reversed each round; steps pooled"
+    )
+    parser.add_argument(
+        "--only", type=int, nargs="+", default=None,
+        help=f"run only these configurations: {', '.join(f'{i} {c[0]}' for i, c in enumerate(CONFIGS))}",
+    )  # fmt: skip
+    parser.add_argument("--markdown", action="store_true", help="print the results as markdown tables")
+    parser.add_argument("--raw", default=None, help="also write every step time to this JSON file")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--settings", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--cache", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--result", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
         return
-
-    print(f"{args.model}, {args.size} px, batch {args.batch}, {args.steps} timed steps, data {args.data}")
-    print(f"{'configuration':<32} {'plain loop':>12} {'cxrlens':>12} {'ratio':>7}")
-    baseline = None
-    with tempfile.TemporaryDirectory() as cache:
-        for i, (label, env, opts) in enumerate(CONFIGS):
-            if args.only is not None and i != args.only:
-                continue
-            cmd = [sys.executable, __file__, "--child", "--cache", cache, "--data", args.data, "--model", args.model,
-                   "--size", str(args.size), "--batch", str(args.batch), "--steps", str(args.steps),
-                   "--warmup", str(args.warmup)]  # fmt: skip
-            cmd += ["--channels-last"] if opts.get("channels_last") else []
-            cmd += ["--bf16"] if opts.get("bf16") else []
-            out = subprocess.run(cmd, env={**os.environ, **env}, capture_output=True, text=True, check=True)
-            result = json.loads(out.stdout.strip().splitlines()[-1])
-            baseline = baseline or result["plain"]
-            print(
-                f"{label:<32} {result['plain']:>8.2f} im/s {result['cxrlens']:>8.2f} im/s "
-                f"{result['cxrlens'] / result['plain']:>7.3f}   (x{result['cxrlens'] / baseline:.2f} vs stock plain)"
-            )
+    results, busy = measure(args)
+    report(args, results, busy)
+    if args.raw:
+        Path(args.raw).write_text(json.dumps({"results": results, "other_cores": busy}, indent=1), encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -112,10 +112,16 @@ def test_explicit_settings_win_over_hardware_and_recorded_recipe():
     recorded = {"precision": "bf16-mixed", "channels_last": True}
     cfg = TrainConfig(precision="32-true", channels_last=False, fused_optimizer=False)
     recipe = resolve_recipe(cfg, "resnet18", BF16_CPU, recorded=recorded)
-    assert recipe == Recipe(precision="32-true", channels_last=False, fused_optimizer=False, reason="")
+    assert recipe == Recipe(
+        precision="32-true",
+        channels_last=False,
+        fused_optimizer=False,
+        reason="precision 32-true: set in train.precision; channels-last off: set in train.channels_last",
+    )
     assert recipe.autocast_dtype is None
     recipe = resolve_recipe(TrainConfig(precision="bf16-mixed", channels_last=True), "tiny", PLAIN_CPU)
-    assert (recipe.precision, recipe.channels_last, recipe.reason) == ("bf16-mixed", True, "")
+    assert (recipe.precision, recipe.channels_last) == ("bf16-mixed", True)
+    assert recipe.reason.count("set in train.") == 2
     assert recipe.autocast_dtype is torch.bfloat16
 
 
@@ -193,6 +199,7 @@ def test_tiny_run_records_its_resolved_recipe(tmp_path, monkeypatch):
     assert {k: done[k] for k in ("precision", "channels_last")} == {"precision": "bf16-mixed", "channels_last": False}
     assert {k: meta[k] for k in expected} == expected
     assert checkpoint == expected
+    assert done["recipe"].startswith("precision bf16-mixed: CPU with native bf16")
     best = torch.load(study.run.layout.checkpoints_dir("tiny", 0) / "best.ckpt", weights_only=True)
     assert best[RECIPE_KEY] == expected
     state = torch.load(study.run.layout.model_file("tiny", 0), weights_only=True)["state_dict"]

@@ -56,7 +56,7 @@ class Recipe:
     precision: str
     channels_last: bool
     fused_optimizer: bool
-    reason: str = ""  # why ``auto`` resolved so (empty when set explicitly)
+    reason: str = ""  # what was chosen and why (``auto`` resolved so, or set in the config)
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -148,21 +148,21 @@ def resolve_recipe(
     """The recipe of one fold: ``auto`` settings resolved (``recorded``: what a resumed fold started with)."""
     recorded = recorded or {}
     reasons = []
-    precision = cfg.precision
+    precision, why = cfg.precision, "set in train.precision"
     if precision == "auto":
         if recorded.get("precision"):
             precision, why = str(recorded["precision"]), "as the interrupted training started"
         else:
             precision, why = auto_precision(hardware or detect_hardware(cfg.accelerator))
-        reasons.append(f"precision {precision}: {why}")
-    channels_last = cfg.channels_last
+    reasons.append(f"precision {precision}: {why}")
+    channels_last, why = cfg.channels_last, "set in train.channels_last"
     if channels_last == "auto":
         if "channels_last" in recorded:
             channels_last, why = bool(recorded["channels_last"]), "as the interrupted training started"
         else:
             channels_last = auto_channels_last(model_name, precision)
             why = f"{'faster' if channels_last else 'not faster or not measured'} for {model_name} in {precision}"
-        reasons.append(f"channels-last {'on' if channels_last else 'off'}: {why}")
+    reasons.append(f"channels-last {'on' if channels_last else 'off'}: {why}")
     return Recipe(
         precision=precision,
         channels_last=bool(channels_last),

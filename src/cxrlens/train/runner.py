@@ -49,6 +49,7 @@ class FoldResult:
     model_sha256: str = ""
     precision: str = ""  # the resolved recipe (train.precision / train.channels_last may say "auto")
     channels_last: bool | None = None
+    recipe: str = ""  # what the recipe chose and why (train/recipe.py)
     skipped: bool = False  # finished earlier: nothing was trained
 
 
@@ -220,6 +221,7 @@ def train_fold(
         model_sha256=digest,
         precision=recipe.precision,
         channels_last=recipe.channels_last,
+        recipe=recipe.reason,
     )
     write_json(layout.done_file(model_name, fold), {k: v for k, v in asdict(result).items() if k != "skipped"})
     return result

@@ -24,7 +24,12 @@ CacheOpt = Annotated[Path | None, typer.Option("--cache", help="preprocessed-ima
 WeightsOpt = Annotated[str | None, typer.Option("--weights", help="none, imagenet or a state-dict path")]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="maximum epochs")]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size")]
-PrecisionOpt = Annotated[str | None, typer.Option("--precision", help="32-true, bf16-mixed, 16-mixed")]
+PrecisionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--precision", help="auto (default: bf16-mixed where the hardware has bf16), 32-true, bf16-mixed, 16-mixed"
+    ),
+]
 AcceleratorOpt = Annotated[str | None, typer.Option("--accelerator", help="cpu, gpu, auto")]
 DevicesOpt = Annotated[str | None, typer.Option("--devices", help="auto, a count, or 0,1")]
 NodesOpt = Annotated[int | None, typer.Option("--num-nodes")]
@@ -108,7 +113,8 @@ def train_cmd(
     if result is not None:
         console.print(
             f"{model} fold {fold}: best epoch {result.best_epoch} (val loss {result.val_loss}), "
-            f"{result.seconds} s -> {study.run.layout.model_file(model, fold)}"
+            f"{result.seconds} s -> {study.run.layout.model_file(model, fold)}\nrecipe: {result.recipe}",
+            highlight=False,
         )
 
 
@@ -162,14 +168,15 @@ def cv_cmd(
         study, on_start=lambda m, f: err_console.print(f"[bold]training {m}, fold {f}[/]", highlight=False)
     )
     table = Table(title=f"cross-validation in {run}")
-    for column in ("model", "fold", "best epoch", "val loss", "seconds", "status"):
+    for column in ("model", "fold", "best epoch", "val loss", "seconds", "recipe", "status"):
         table.add_column(column)
     for r in results:
         if r.skipped:
-            table.add_row(r.model, str(r.fold), "", "", "", "already done")
+            table.add_row(r.model, str(r.fold), "", "", "", "", "already done")
         else:
             loss = "-" if r.val_loss is None else f"{r.val_loss:.4f}"
-            table.add_row(r.model, str(r.fold), str(r.best_epoch), loss, str(r.seconds), "trained")
+            recipe = f"{r.precision}{', channels-last' if r.channels_last else ''}"
+            table.add_row(r.model, str(r.fold), str(r.best_epoch), loss, str(r.seconds), recipe, "trained")
     console.print(table)
     console.print(f"out-of-fold predictions: {study.run.layout.predictions}")
 

@@ -8,7 +8,7 @@
 * ``32-true`` (the paper's loop) everywhere else: CPUs without bf16 (emulated bf16 is slower than fp32), Apple
   MPS, other accelerators.
 
-``channels_last: auto`` is on for the backbones where the measurement on a 2-core Zen 5 CPU found it faster in
+``channels_last: auto`` is on for the backbones where a measurement on 2 cores of an AMD EPYC found it faster in
 the precision the fold trains in (:data:`CHANNELS_LAST`), off for the others and for backbones not measured.
 
 What was resolved is recorded: in ``done.json``, in ``model.pt``'s metadata and in every Lightning checkpoint,
@@ -28,7 +28,7 @@ import torch
 from cxrlens.config import TrainConfig
 
 # backbone -> the precisions in which channels-last trained faster (ResNet18 512 px, batch 8; others batch 4;
-# measured in one process, alternating steps: docs/training_recipe.md, "Channels-last")
+# measured in one process, alternating steps: docs/training_recipe.md, "What `auto` resolves to")
 CHANNELS_LAST: dict[str, frozenset[str]] = {
     "resnet18": frozenset({"bf16-mixed", "32-true"}),
     "resnet34": frozenset({"bf16-mixed", "32-true"}),

@@ -169,18 +169,26 @@ def validate(model: type[StrictModel], data: dict[str, Any], where: str) -> Any:
         raise ConfigError(_format_validation_error(err, where)) from None
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path, missing: str) -> Any:
+    """The parsed YAML of a file; a ConfigError names the file when it is missing, not UTF-8 or not YAML.
+
+    ``missing`` is the message after the path when the file does not exist ("config file not found").
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
+        raise ConfigError(f"{path}: {missing}") from None
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {str(err).splitlines()[0]}") from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    data = read_yaml(path, "config file not found")
     if data is None:
         return {}
     if not isinstance(data, dict):

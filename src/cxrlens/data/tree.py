@@ -17,9 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from cxrlens.config import LabelConfig
+from cxrlens.config import LabelConfig, read_yaml
 from cxrlens.data.labels import Hierarchy
 from cxrlens.errors import ConfigError, LabelError
 
@@ -35,16 +33,7 @@ class TreeFile:
 def read_tree(path: str | Path) -> TreeFile:
     """The nodes and aliases of a YAML tree file; a ConfigError names what is wrong."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: label tree file not found (labels.tree)") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: invalid YAML: {str(err).splitlines()[0]}") from None
+    data = read_yaml(path, "label tree file not found (labels.tree)")
     if data is None:
         return TreeFile()
     if not isinstance(data, dict):

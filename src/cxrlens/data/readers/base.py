@@ -170,6 +170,41 @@ class ReadContext:
         self._resolved[finding] = labels
         return labels
 
+    def record(
+        self,
+        finding: str,
+        where: str,
+        annotated: frozenset[str],
+        *,
+        path: Path,
+        filename: str,
+        patient_id: str,
+        source: str,
+        view: str = "",
+        sex: str = "",
+        age: str = "",
+        date: str = "",
+    ) -> ImageRecord | None:
+        """The record of one row: labels resolved (None when the finding is unknown: see ``labels``) and the
+        labels its source does not annotate (``annotated``: the nodes it does) set unknown."""
+        labels = self.labels(finding, where)
+        if labels is None:
+            return None
+        return ImageRecord(
+            filename=filename,
+            path=path,
+            patient_id=patient_id,
+            finding=finding,
+            labels=labels,
+            view=view,
+            source=source,
+            date=date,
+            sex=sex,
+            age=age,
+            origin=where,
+            unknown=self.unknown(labels, annotated),
+        )
+
     def raise_unknown(self, source: Path) -> None:
         if not self.unresolved or self.log.skip_bad:
             return

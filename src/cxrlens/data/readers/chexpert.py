@@ -128,29 +128,24 @@ class CheXpertCsv(Source):
             if not relative or not path.is_file():
                 missing += 1
                 continue
-            finding = finding_text(positives)
-            labels = ctx.labels(finding, where)
-            if labels is None:
-                continue
             nodes = annotated_nodes.get(annotated)
             if nodes is None:
                 nodes = annotated_nodes[annotated] = ctx.nodes(annotated)
             patient = _PATIENT.search(row["Path"])
-            records.append(
-                ImageRecord(
-                    filename=relative,
-                    path=path,
-                    patient_id=f"chexpert-{patient.group(1) if patient else Path(relative).parent.as_posix()}",
-                    finding=finding,
-                    labels=labels,
-                    view=view,
-                    source="chexpert",
-                    sex=normal_sex(row.get("Sex", "")),
-                    age=normal_age(row.get("Age", "")),
-                    origin=where,
-                    unknown=ctx.unknown(labels, nodes),
-                )
+            record = ctx.record(
+                finding_text(positives),
+                where,
+                nodes,
+                path=path,
+                filename=relative,
+                patient_id=f"chexpert-{patient.group(1) if patient else Path(relative).parent.as_posix()}",
+                source="chexpert",
+                view=view,
+                sex=normal_sex(row.get("Sex", "")),
+                age=normal_age(row.get("Age", "")),
             )
+            if record is not None:
+                records.append(record)
         ctx.raise_unknown(csv_path)
         ctx.note_dropped(csv_path, dropped)
         note_missing(ctx, csv_path, missing, listed)

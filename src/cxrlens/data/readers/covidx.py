@@ -92,23 +92,17 @@ class CovidxSplits(Source):
             if image is None or not image.is_file():
                 missing += 1
                 continue
-            finding = finding_text(THREE_CLASS.get(key) or BINARY.get(key, []))
-            labels = ctx.labels(finding, where)
-            if labels is None:
-                continue
-            annotated = three if key in THREE_CLASS else binary
-            records.append(
-                ImageRecord(
-                    filename=relative,
-                    path=image,
-                    patient_id=f"covidx-{patient}",
-                    finding=finding,
-                    labels=labels,
-                    source="covidx",
-                    origin=where,
-                    unknown=ctx.unknown(labels, annotated),
-                )
+            record = ctx.record(
+                finding_text(THREE_CLASS.get(key) or BINARY.get(key, [])),
+                where,
+                three if key in THREE_CLASS else binary,
+                path=image,
+                filename=relative,
+                patient_id=f"covidx-{patient}",
+                source="covidx",
             )
+            if record is not None:
+                records.append(record)
         ctx.raise_unknown(self.location)
         note_missing(ctx, self.location, missing, len(self.lines))
         return records

@@ -100,24 +100,20 @@ class MimicCsv(Source):
                 missing += 1
                 continue
             finding, annotated = study
-            labels = ctx.labels(finding, where)
-            if labels is None:
-                continue
             date = row.get("StudyDate", "")
-            records.append(
-                ImageRecord(
-                    filename=relative,
-                    path=path,
-                    patient_id=f"mimic-{row['subject_id']}",
-                    finding=finding,
-                    labels=labels,
-                    view=view,
-                    source="mimic",
-                    date=f"{date[:4]}-{date[4:6]}-{date[6:8]}" if len(date) == 8 and date.isdigit() else date,
-                    origin=where,
-                    unknown=ctx.unknown(labels, annotated),
-                )
+            record = ctx.record(
+                finding,
+                where,
+                annotated,
+                path=path,
+                filename=relative,
+                patient_id=f"mimic-{row['subject_id']}",
+                source="mimic",
+                view=view,
+                date=f"{date[:4]}-{date[4:6]}-{date[6:8]}" if len(date) == 8 and date.isdigit() else date,
             )
+            if record is not None:
+                records.append(record)
         ctx.raise_unknown(csv_path)
         ctx.note_dropped(csv_path, dropped)
         note_missing(ctx, csv_path, missing, listed)

@@ -76,25 +76,20 @@ class NihCsv(Source):
             if path is None:
                 missing += 1
                 continue
-            finding = finding_text(positives)
-            labels = ctx.labels(finding, where)
-            if labels is None:
-                continue
-            records.append(
-                ImageRecord(
-                    filename=path.relative_to(root).as_posix(),
-                    path=path,
-                    patient_id=f"nih-{row['Patient ID']}",
-                    finding=finding,
-                    labels=labels,
-                    view=view,
-                    source="nih",
-                    sex=normal_sex(row["Patient Gender"] or row["Patient Sex"]),
-                    age=normal_age(row.get("Patient Age", "")),
-                    origin=where,
-                    unknown=ctx.unknown(labels, annotated),
-                )
+            record = ctx.record(
+                finding_text(positives),
+                where,
+                annotated,
+                path=path,
+                filename=path.relative_to(root).as_posix(),
+                patient_id=f"nih-{row['Patient ID']}",
+                source="nih",
+                view=view,
+                sex=normal_sex(row["Patient Gender"] or row["Patient Sex"]),
+                age=normal_age(row.get("Patient Age", "")),
             )
+            if record is not None:
+                records.append(record)
         ctx.raise_unknown(csv_path)
         ctx.note_dropped(csv_path, dropped)
         note_missing(ctx, csv_path, missing, listed)

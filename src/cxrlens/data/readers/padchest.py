@@ -141,26 +141,21 @@ class PadChestCsv(Source):
             if path is None:
                 missing += 1
                 continue
-            finding = finding_text(terms)
-            labels = ctx.labels(finding, where)
-            if labels is None:
-                continue
-            records.append(
-                ImageRecord(
-                    filename=path.relative_to(root).as_posix(),
-                    path=path,
-                    patient_id=f"padchest-{row.patient}",
-                    finding=finding,
-                    labels=labels,
-                    view=row.view,
-                    source="padchest",
-                    date=row.date,
-                    sex=row.sex,
-                    age=row.age,
-                    origin=where,
-                    unknown=ctx.unknown(labels, annotated),
-                )
+            record = ctx.record(
+                finding_text(terms),
+                where,
+                annotated,
+                path=path,
+                filename=path.relative_to(root).as_posix(),
+                patient_id=f"padchest-{row.patient}",
+                source="padchest",
+                view=row.view,
+                sex=row.sex,
+                age=row.age,
+                date=row.date,
             )
+            if record is not None:
+                records.append(record)
         ctx.raise_unknown(csv_path)
         ctx.note_dropped(csv_path, dropped)
         note_missing(ctx, csv_path, missing, listed)

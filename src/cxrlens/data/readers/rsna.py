@@ -118,25 +118,20 @@ class RsnaCsv(Source):
             positives = [OPACITY] if value else []
             if classes.get(patient) == NORMAL:
                 positives.append("No Finding")
-            finding = finding_text(positives)
-            labels = ctx.labels(finding, where)
-            if labels is None:
-                continue
-            records.append(
-                ImageRecord(
-                    filename=path.relative_to(root).as_posix(),
-                    path=path,
-                    patient_id=f"rsna-{patient}",
-                    finding=finding,
-                    labels=labels,
-                    view=view,
-                    source="rsna",
-                    sex=sex,
-                    age=age,
-                    origin=where,
-                    unknown=ctx.unknown(labels, annotated),
-                )
+            record = ctx.record(
+                finding_text(positives),
+                where,
+                annotated,
+                path=path,
+                filename=path.relative_to(root).as_posix(),
+                patient_id=f"rsna-{patient}",
+                source="rsna",
+                view=view,
+                sex=sex,
+                age=age,
             )
+            if record is not None:
+                records.append(record)
         ctx.raise_unknown(csv_path)
         ctx.note_dropped(csv_path, dropped)
         note_missing(ctx, csv_path, missing, len(target))

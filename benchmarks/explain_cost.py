@@ -1,12 +1,17 @@
 """Cost of every attribution method on every backbone at 512 px, and the all-labels speed-up.
 
     python benchmarks/explain_cost.py [--models resnet18 densenet161] [--methods ...] [--size 512]
-                                      [--max-passes 64] [--markdown docs/explain_cost.md]
+                                      [--max-passes 64] [--max-steps 1000] [--markdown docs/explain_cost.md]
 
-Part 1: for each backbone x method, seconds per image-label and peak memory (RSS of a fresh process
-running one image with cxrlens' defaults and the default 8 GiB budget). Perturbation methods whose
+Part 1: for each backbone x method, seconds per image-label and peak memory (resident size of a process
+running one image with cxrlens' defaults and the default 8 GiB budget). Each cell runs in a fork of a parent
+that imported everything once (its peak counts the parent's library pages too: what a fresh process holds,
+within ~0.05 GiB), or with ``--fresh-process`` in a new Python process (~4 s more per cell). Perturbation methods whose
 default needs more than ``--max-passes`` forward passes are timed on that many passes and the time is
-extrapolated per pass (marked "~"); their peak memory is measured at the real batch size.
+extrapolated per pass (marked "~"); their peak memory is measured at the real batch size. Likewise
+step-based methods (integrated gradients, SmoothGrad's samples, layer conductance, internal influence) with
+more than ``--max-steps`` steps are timed on that many (at least two backward batches, so the peak is a full
+batch's) and extrapolated per step: each step is one more forward and backward pass of the same batch.
 Part 2 (side by side in one run): occlusion for 14 labels, cxrlens (one set of passes for all labels)
 vs captum's per-label loop (``Occlusion.attribute`` once per label); both evaluate 4 images per pass.
 Weights are random (timing does not depend on them); every run uses the allocator fix (reference §9).
@@ -28,6 +33,7 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 PAPER_MODELS = ["resnet18", "resnet34", "inception_v3", "inception_resnet_v2", "densenet161"]
 REFERENCES = {"captum_layer_conductance": "layer_conductance"}  # reference row -> the method it stands beside
@@ -53,7 +59,23 @@ def _superpixel_passes(params, x) -> int:  # type: ignore[no-untyped-def]
     return getattr(params, "n_samples", 1) * features + 1
 
 
-def child_cost(model_name: str, method_name: str, size: int, max_passes: int) -> dict:
+STEP_FIELDS = ("nt_samples", "n_steps")  # what sets the passes of a step-based method (SmoothGrad: its samples)
+
+
+def _fewer_steps(method, params, size: int, max_steps: int, batch: int):  # type: ignore[no-untyped-def]
+    """Parameters with at most ``max_steps`` steps (never below two batches of ``batch``, so peak memory is that
+    of a full batch) and the factor that scales their time to the default's; (params, 1.0) if already small."""
+    full = method.cost(params, size)["backward"]
+    fewer = max(max_steps, 2 * batch)
+    for name in STEP_FIELDS:
+        if name in type(params).model_fields and getattr(params, name) > fewer:
+            reduced = method.parse({**params.model_dump(), name: fewer})
+            if method.cost(reduced, size)["backward"] < full:
+                return reduced, full / method.cost(reduced, size)["backward"]
+    return params, 1.0
+
+
+def child_cost(model_name: str, method_name: str, size: int, max_passes: int, max_steps: int) -> dict:
     import torch
 
     from cxrlens.attribution.methods import Context, get_method
@@ -70,6 +92,8 @@ def child_cost(model_name: str, method_name: str, size: int, max_passes: int) ->
     full_passes = cost["forward"] + cost["backward"]
     labels = 14 if not method.per_label_cost else 1
     x = _sample_image(size)
+    footprint = measure(model, size)
+    context = Context(model, footprint, 8 * GIB, layer_name=model.gradcam_layer_name)
     scale = 1.0
     if method.family == "perturbation" and cost["forward"] > max_passes:
         if method_name == "occlusion":
@@ -85,8 +109,8 @@ def child_cost(model_name: str, method_name: str, size: int, max_passes: int) ->
                                   else {"segments": max_passes})  # fmt: skip
             scale = full / _superpixel_passes(params, x)
         full_passes = cost["backward"] + (cost["forward"] if method_name == "occlusion" else full)
-    footprint = measure(model, size)
-    context = Context(model, footprint, 8 * GIB, layer_name=model.gradcam_layer_name)
+    elif method.family != "perturbation" and cost["backward"] > max_steps:
+        params, scale = _fewer_steps(method, params, size, max_steps, context.grad_batch())
     warm = x.repeat(context.no_grad_batch() if method.family == "perturbation" else 1, 1, 1, 1)
     warm.requires_grad_(method.family != "perturbation")
     model(warm).sum().backward() if warm.requires_grad else model(warm)  # first-call set-up is not timed
@@ -145,6 +169,59 @@ def child_speedup(model_name: str, size: int, window: int, stride: int, labels: 
     return {"ours_s": ours_s, "captum_s": captum_s, "same": same, "passes": passes, "labels": labels}
 
 
+def _status_gib(field: str) -> float:
+    """A field of /proc/self/status (``RssFile``: the resident pages of mapped files, mostly libraries) in GiB."""
+    with Path("/proc/self/status").open(encoding="ascii") as handle:
+        for line in handle:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024**2
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _preload() -> None:
+    """What every cell imports, once in the parent (a forked cell starts with it, saving ~4 s of imports each);
+    no torch operation runs here, so the children start with no thread pool to inherit."""
+    import captum.attr  # noqa: F401
+
+    from cxrlens.attribution import methods, prepare  # noqa: F401
+    from cxrlens.data import preprocess, sources  # noqa: F401
+    from cxrlens.models import create_model, footprint  # noqa: F401
+
+
+def _forked_cost(cell: list[str]) -> dict:
+    """:func:`child_cost` of one cell in a forked child of this (preloaded) process.
+
+    Its peak memory is the child's own peak resident size plus the library pages the parent had loaded and the
+    child did not touch (a child starts with the parent's heap but not its file pages): the peak a fresh process
+    would have, overcounting by the library pages both touched (~0.05 GiB on this machine).
+    """
+    parent_files = _status_gib("RssFile")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: one cell, its JSON on the pipe, then gone (never back into the parent's code)
+        status = 1
+        try:
+            os.close(read_end)
+            untouched = parent_files - _status_gib("RssFile")
+            result = child_cost(cell[0], cell[1], int(cell[2]), int(cell[3]), int(cell[4]))
+            result["peak_gib"] += untouched
+            text = json.dumps(result)
+            status = 0
+        except Exception as err:  # noqa: BLE001  # not swallowed: the cell's table cell says why it failed
+            text = json.dumps({"error": f"{type(err).__name__}: {err}"})
+        finally:
+            with os.fdopen(write_end, "w", encoding="utf-8") as out:
+                out.write(text)
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, encoding="utf-8") as inp:
+        text = inp.read()
+    _, wait_status = os.waitpid(pid, 0)
+    if not text:  # killed (out of memory?) before it could write
+        return {"error": f"the cell's process ended with status {os.waitstatus_to_exitcode(wait_status)}"}
+    return json.loads(text)
+
+
 def _run_child(args: list[str]) -> dict:
     env = dict(os.environ)
     out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env)
@@ -159,12 +236,25 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=None)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--max-passes", type=int, default=64)
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=1000,
+        help="time step-based methods (integrated "
+        "gradients, SmoothGrad, layer conductance, ...) on this many steps and extrapolate",
+    )
     parser.add_argument("--skip-costs", action="store_true")
     parser.add_argument("--skip-speedup", action="store_true")
     parser.add_argument("--speedup-model", default="resnet18")
     parser.add_argument("--speedup-window", type=int, default=64)
     parser.add_argument("--speedup-stride", type=int, default=32)
     parser.add_argument("--markdown", default=None, help="also write the tables to this file")
+    parser.add_argument(
+        "--fresh-process",
+        action="store_true",
+        help="run each cell in a fresh Python process (exact peak memory of a process, ~4 s more per cell) "
+        "instead of a fork of a parent that imported everything once",
+    )
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -174,7 +264,7 @@ def main() -> None:
         tune_allocator()
         kind, *rest = args.child
         if kind == "cost":
-            print(json.dumps(child_cost(rest[0], rest[1], int(rest[2]), int(rest[3]))))
+            print(json.dumps(child_cost(rest[0], rest[1], int(rest[2]), int(rest[3]), int(rest[4]))))
         else:
             print(json.dumps(child_speedup(rest[0], int(rest[1]), int(rest[2]), int(rest[3]), int(rest[4]))))
         return
@@ -182,6 +272,13 @@ def main() -> None:
     from cxrlens.attribution.methods import method_names
 
     methods = args.methods or method_names()
+    if not args.skip_costs and not args.fresh_process:
+        if not hasattr(os, "fork") or not Path("/proc/self/status").exists():
+            parser.error("forked cells need Linux (fork, /proc); pass --fresh-process")
+        from cxrlens.cli.common import tune_allocator
+
+        tune_allocator()  # inherited by every forked cell
+        _preload()
     lines = []
     if not args.skip_costs:
         lines += [
@@ -191,22 +288,45 @@ def main() -> None:
             "|---|" + "---|" * len(args.models),
         ]
         print("\n".join(lines), flush=True)
+        largest: tuple[float, str] | None = None  # peak GiB, where (cxrlens' methods, not the reference rows)
+        errors = 0
         for method in methods:
             cells = []
             for model in args.models:
-                r = _run_child(["--child", "cost", model, method, str(args.size), str(args.max_passes)])
+                cell = [model, method, str(args.size), str(args.max_passes), str(args.max_steps)]
+                r = _run_child(["--child", "cost", *cell]) if args.fresh_process else _forked_cost(cell)
                 if "error" in r:
                     cells.append(f"error: {r['error'][:60]}")
+                    errors += 1
                 else:
+                    if method not in REFERENCES and (largest is None or r["peak_gib"] > largest[0]):
+                        largest = (r["peak_gib"], f"{model} {method}")
                     mark = "~" if r["extrapolated"] else ""
                     cells.append(f"{mark}{r['seconds_per_image_label']:.2f} s, {r['peak_gib']:.1f} GiB")
             row = f"| {method} | " + " | ".join(cells) + " |"
             lines.append(row)
             print(row, flush=True)
+        steps = (
+            f"; step-based methods (integrated gradients, SmoothGrad's samples, layer conductance, internal "
+            f"influence) per step from a run of at most {args.max_steps} steps, never fewer than two "
+            "backward batches, so peak memory is a full batch's"
+            if args.max_steps < 1000
+            else ""
+        )
         lines += ["", "~ extrapolated per forward pass from a run of at most "
-                  f"{args.max_passes} passes; perturbation methods serve all 14 labels with one set of passes, "
-                  "so their per-image-label time is the all-labels time / 14. Superpixel methods are "
+                  f"{args.max_passes} passes{steps}; perturbation methods serve all 14 labels with one set of "
+                  "passes, so their per-image-label time is the all-labels time / 14. Superpixel methods are "
                   "timed on the first image of the embedded sample.", ""]  # fmt: skip
+        if largest is not None:
+            budget = f"{largest[0]:.1f} GiB, {largest[1]}"
+            lines += [
+                "| measure | result | target |",
+                "|---|---:|---|",
+                f"| 8 GiB budget / the largest peak of a cell ({budget}) | {8 / largest[0]:.2f}x | >= 1x |",
+                f"| cells that failed or were refused | {errors} | |",
+                "",
+            ]
+            print("\n" + "\n".join(lines[-5:]), flush=True)
     if not args.skip_speedup:
         r = _run_child(["--child", "speedup", args.speedup_model, str(args.size), str(args.speedup_window),
                         str(args.speedup_stride), "14"])  # fmt: skip
@@ -228,8 +348,6 @@ def main() -> None:
         print("\n".join(["", *speed]))
         lines += speed
     if args.markdown:
-        from pathlib import Path
-
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(args.markdown).write_text("\n".join(lines) + "\n", encoding="utf-8")
 

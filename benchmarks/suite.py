@@ -123,17 +123,20 @@ BENCHMARKS = [
         "Every attribution method x backbone at 512 px: seconds and peak memory",
         ("every cell within the 8 GiB budget (layer conductance included: issue 10, item 4)",),
         full=_args(
-            "--skip-speedup --max-passes 16 --methods layer_conductance internal_influence deeplift gradcam "
-            "guided_gradcam saliency input_x_gradient guided_backprop occlusion feature_ablation "
+            "--skip-speedup --max-passes 16 --max-steps 8 --methods layer_conductance internal_influence deeplift "
+            "gradcam guided_gradcam saliency input_x_gradient guided_backprop occlusion feature_ablation "
             "shapley_value_sampling smoothgrad integrated_gradients"
         ),
         quick=_args("--skip-speedup --models resnet18 --methods saliency gradcam occlusion --size 128 --max-passes 8"),
         limit_s=1080,
-        note="Perturbation methods are timed on 16 forward passes and extrapolated per pass (`--max-passes 16`; "
-        "the script's default 64 costs minutes more); a fresh process per cell. Last in the suite: it gets the "
-        "time that is left; if that runs out, the table holds the rows it finished. The memory-bound rows come "
-        "first and the long step-based ones (SmoothGrad, integrated gradients) last: on 2 cores the whole table "
-        "takes about 20 minutes, more than the suite's budget leaves (docs/explain_cost.md has every row).",
+        note="Perturbation methods are timed on 16 forward passes and step-based ones (integrated gradients, "
+        "SmoothGrad, layer conductance, internal influence) on 8 steps (never fewer than two backward batches), "
+        "each extrapolated per pass (`--max-passes 16 --max-steps 8`; the full defaults take about 20 minutes on "
+        "2 cores, more than the suite's budget leaves); each cell in its own process (a fork of one that imported "
+        "everything once), so peak memory is what one `cxrlens explain` of one image needs. Last in the suite: it "
+        "gets the time that is left; if that runs out, the table holds the rows it finished (the memory-bound rows "
+        "come first). docs/explain_cost.md has "
+        "the table measured with the full defaults.",
     ),
 ]
 

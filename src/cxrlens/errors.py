@@ -26,6 +26,9 @@ class ImageReadError(DataError):
         self.reason = reason
         super().__init__(f"{path}: {reason}")
 
+    def __reduce__(self) -> tuple[type[ImageReadError], tuple[str, str]]:  # rebuilt from a worker process
+        return type(self), (self.path, self.reason)
+
 
 class LabelError(DataError):
     """A finding cannot be mapped onto the label hierarchy."""

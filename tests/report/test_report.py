@@ -290,6 +290,37 @@ def test_missing_or_unreadable_images_give_a_note_and_a_black_image(tiny_run, tm
     _black_images(page, [str(broken), gone])
 
 
+def test_a_gallery_of_many_images_reads_them_ahead_in_workers_in_order(tiny_run, tmp_path):
+    """Enough images for the loader's worker processes: each X-ray shown is its own image, unreadable ones
+    anywhere in the order are black with a note, and the others keep their places."""
+    from cxrlens.figures import grey_png
+
+    run = _copy_run(tiny_run.root, tmp_path / "run")
+    names = [
+        str(save_png(tmp_path / "many" / f"x{i:02d}.png", xray_like(60 + i, 50 + 2 * i, seed=i))) for i in range(18)
+    ]
+    broken = {3, 11}
+    for i in broken:
+        Path(names[i]).write_bytes(b"not a png")
+    index = run.layout.explanations.index_path
+    first = read_json(index)["maps"][0]
+    extra = [dict(first, image=name, image_id=image_id(name)) for name in names]
+    write_json(index, {"maps": read_json(index)["maps"] + extra})
+
+    page = report(run, tmp_path / "out", max_side=48)
+    records = {i["filename"]: i for i in json.loads(parse(page).island)["gallery"]["images"]}
+    source = ImageSource(run)
+    for i, name in enumerate(names):
+        shown = (page.parent / records[name]["src"]).read_bytes()
+        if i in broken:
+            assert not records[name]["image_available"]
+        else:
+            assert records[name]["image_available"]
+            assert shown == grey_png(source.file(name), 48), name
+    gallery = section(page.read_text(encoding="utf-8"), "gallery")
+    assert all(f"{names[i]}: cannot be read" in gallery for i in broken)
+
+
 def test_a_run_whose_data_moved_shows_its_heatmaps_on_black(xss_run, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(xss_run.data, data)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import zipfile
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from cxrlens.run.images import ImageSource
 from cxrlens.run.layout import MapFiles, image_id
 from cxrlens.run.maps import MapStore
 from cxrlens.run.predictions import SUBSETS
+from cxrlens.run.stream import prefetch
 from cxrlens.text import number, slug
 
 FIGURE_TITLES = {  # the kinds of MapFiles.figure_kind, in the order shown
@@ -53,7 +55,11 @@ def build_gallery(run: Run, truth: dict[str, list[str]], assets: AssetWriter, ma
             f"{relative(run, store.index_path)} is missing (explain was interrupted?): maps read from their sidecars"
         )
 
-    xrays = _XRays(run, assets, max_side, notes)
+    first_seen: dict[str, str] = {}  # image id -> file name, in the order the images first appear
+    for entry in entries:
+        filename = str(entry.get("image", ""))
+        first_seen.setdefault(image_id(filename), filename)
+    xrays = _XRays(run, assets, max_side, notes, list(first_seen.values()))
     images: dict[str, dict[str, Any]] = {}
     folds: dict[str, int] = {}
     maps: list[dict[str, Any]] = []
@@ -142,46 +148,60 @@ def build_gallery(run: Run, truth: dict[str, list[str]], assets: AssetWriter, ma
 
 
 class _XRays:
-    """The gallery's grey X-rays from the run's image source; a missing or unreadable image gives a note and a
-    black image of the run's size (as does every image when the run's data cannot be read any more)."""
+    """The gallery's grey X-rays from the run's image source, read and encoded ahead in the loader's worker
+    processes (:func:`~cxrlens.run.stream.prefetch`) in the order the images first appear; a missing or
+    unreadable image gives a note and a black image of the run's size (as does every image when the run's data
+    cannot be read any more)."""
 
-    def __init__(self, run: Run, assets: AssetWriter, max_side: int, notes: list[str]) -> None:
+    def __init__(self, run: Run, assets: AssetWriter, max_side: int, notes: list[str], filenames: list[str]) -> None:
         self.source = ImageSource(run)
         self.size = run.preprocess.size
         self.assets = assets
-        self.max_side = max_side
         self.notes = notes
-        self.readable: bool | None = None  # whether the run's data can be read: found out once, at first use
+        try:
+            _ = self.source.records  # reads the run's data (its sources) once, before the workers start
+            readable = True
+        except (CxrlensError, OSError) as err:
+            readable = False
+            self.notes.append(f"the run's data cannot be read ({err}); every X-ray is shown black")
+        self.max_side = max_side
+        self.pngs = prefetch(filenames if readable else [], _GreyPng(self.source, max_side))
+        self.readable = readable
 
     def write(self, filename: str, ident: str, size: int | None) -> tuple[str, bool]:
-        """(link of ``assets/gallery/<ident>/image.png``, whether the image could be read)."""
-        grey = self._image(filename)
-        available = grey is not None
-        if grey is None:
+        """(link of ``assets/gallery/<ident>/image.png``, whether the image could be read); the images must be
+        asked for in the order of the constructor's ``filenames``."""
+        png: bytes | None = None
+        if self.readable:
+            name, (png, note) = next(self.pngs)
+            if name != filename:  # build_gallery asks in the order it listed them
+                raise AssertionError(f"gallery images out of order: {name} read for {filename}")
+            if note:
+                self.notes.append(note)
+        available = png is not None
+        if png is None:
             side = size or self.size
-            grey = np.zeros((side, side), dtype=np.float32)
-        return self.assets.write(f"gallery/{ident}/image.png", grey_png(grey, self.max_side)), available
-
-    def _image(self, filename: str) -> np.ndarray | None:
-        if self.readable is None:
-            try:
-                _ = self.source.records  # reads the run's data (its sources) once
-                self.readable = True
-            except (CxrlensError, OSError) as err:
-                self.readable = False
-                self.notes.append(f"the run's data cannot be read ({err}); every X-ray is shown black")
-        if not self.readable:
-            return None
-        try:
-            return self.source.image(filename)
-        except FileNotFoundError:
-            self.notes.append(f"{filename}: image file not found (data moved?); its heatmaps are shown on black")
-        except (CxrlensError, OSError) as err:
-            self.notes.append(f"{filename}: cannot be read ({err}); its heatmaps are shown on black")
-        return None
+            png = grey_png(np.zeros((side, side), dtype=np.float32), self.max_side)
+        return self.assets.write(f"gallery/{ident}/image.png", png), available
 
     def close(self) -> None:
         self.source.close()  # keeps the file hashes the cache learnt
+
+
+@dataclass(frozen=True)
+class _GreyPng:
+    """The PNG of one image of the gallery, or None and the note saying why (run in the loader's workers)."""
+
+    source: ImageSource
+    max_side: int
+
+    def __call__(self, filename: str) -> tuple[bytes | None, str]:
+        try:
+            return grey_png(self.source.image(filename), self.max_side), ""
+        except FileNotFoundError:
+            return None, f"{filename}: image file not found (data moved?); its heatmaps are shown on black"
+        except (CxrlensError, OSError) as err:
+            return None, f"{filename}: cannot be read ({err}); its heatmaps are shown on black"
 
 
 def _image_record(

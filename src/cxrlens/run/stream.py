@@ -2,16 +2,21 @@
 processes, in order, in batches whose size comes from the memory budget, so that memory stays flat however
 many images there are.
 
-An image that cannot be read comes back as a failure (its index and the reason) instead of stopping the
-stream; the caller decides (``--skip-bad`` or a one-line error naming the file).
+:func:`stream_images` batches images for a model's forward pass (predict, external validation, activation
+profiles); an image that cannot be read comes back as a failure (its index and the reason) instead of stopping
+the stream; the caller decides (``--skip-bad`` or a one-line error naming the file). :func:`prefetch` is the
+same loader for work done one image at a time (the explanation metrics, the report's gallery): whatever a
+function reads for an image (the image, its masks, a PNG) is computed ahead in worker processes while the
+caller works on the previous image, a few images ahead at most.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar, cast
 
 import numpy as np
 import torch
@@ -21,12 +26,14 @@ from torch.utils.data import DataLoader, Dataset
 from cxrlens.config import PreprocessConfig
 from cxrlens.data.cache import PreprocessCache
 from cxrlens.data.preprocess import preprocess_file
-from cxrlens.errors import ImageReadError
+from cxrlens.errors import CxrlensError, ImageReadError
 from cxrlens.models.footprint import GIB, measure
 
 MIN_PARALLEL = 16  # fewer images than this are decoded in the calling process (no worker start-up)
 
 _Item = tuple[int, np.ndarray | None, str]
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -101,3 +108,44 @@ def stream_images(
         prefetch_factor=2 if count else None,
     )
     yield from loader
+
+
+class _Each(Dataset[tuple[R | None, BaseException | None]], Generic[T, R]):
+    def __init__(self, items: Sequence[T], load: Callable[[T], R]) -> None:
+        self.items = list(items)
+        self.load = load
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[R | None, BaseException | None]:
+        try:
+            return self.load(self.items[index]), None
+        except (CxrlensError, OSError) as err:  # raised again, as is, in the caller's process
+            return None, err
+
+
+def _as_is(item: T) -> T:
+    return item
+
+
+def prefetch(
+    items: Sequence[T], load: Callable[[T], R], workers: int | None = None, ahead: int = 2
+) -> Iterator[tuple[T, R]]:
+    """``(item, load(item))`` of every item in order, ``load`` running in worker processes ahead of the caller
+    (at most ``ahead`` items per worker). An error ``load`` raises (a cxrlens error or an OSError) is raised
+    again here when its item's turn comes. ``workers`` None: none for a handful of items, else one per core but
+    one; 0: everything in the calling process."""
+    count = default_workers(len(items)) if workers is None else workers
+    loader = DataLoader(
+        _Each(items, load),
+        batch_size=None,
+        shuffle=False,
+        num_workers=count,
+        collate_fn=_as_is,
+        prefetch_factor=ahead if count else None,
+    )
+    for item, (value, error) in zip(items, loader, strict=True):
+        if error is not None:
+            raise error
+        yield item, cast(R, value)  # set when there is no error

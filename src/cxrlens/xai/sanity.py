@@ -86,22 +86,22 @@ def sanity(stage: Stage, maps: list[ScoredMap]) -> None:
 
 
 def _cascade(stage: Stage, todo: list[ScoredMap], loaded: Loaded, blocks: list[str], layers: list[str]) -> None:
-    """Make the maps of ``todo`` again at each step of the cascade; one call per (image, method)."""
+    """Make the maps of ``todo`` again at each step of the cascade; one call per (image, method). Each call reads
+    its image and the stored maps again (from the cache and the map files), so memory does not grow with the
+    number of images."""
     s = stage.settings
     calls: dict[tuple[str, str], list[ScoredMap]] = defaultdict(list)
     for item in todo:
         calls[(item.image, item.method)].append(item)
-    pixels = {name: stage.images.image(name) for name in {item.image for item in todo}}
-    originals = {id(item): stage.original(item) for item in todo}
     for item in todo:
         item.sanity_layers, item.sanity = layers, []
     for _layer, randomised in xr.cascade(loaded.model, blocks, s.seed, s.sanity_steps):
         variant = Loaded(randomised, loaded.footprint, loaded.sha)
         for (image_name, _method), group in calls.items():
             targets = [item.label_index for item in group]
-            maps = stage.attribute(variant, group[0], pixels[image_name], targets)
+            maps = stage.attribute(variant, group[0], stage.images.image(image_name), targets)
             rho = xm.spearman(
-                torch.stack([originals[id(item)] for item in group]).flatten(1), maps.flatten(1), absolute=True
+                torch.stack([stage.original(item) for item in group]).flatten(1), maps.flatten(1), absolute=True
             )
             for item, value in zip(group, rho.tolist(), strict=True):
                 item.sanity.append(float(value))

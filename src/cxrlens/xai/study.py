@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
 import torch
 
 from cxrlens.attribution.methods import method_names
@@ -37,6 +38,7 @@ from cxrlens.fileio import atomic_write_text, json_ready, write_json
 from cxrlens.models.registry import device_for
 from cxrlens.run import ImageSource, Run
 from cxrlens.run.maps import MapStore
+from cxrlens.run.stream import prefetch
 from cxrlens.xai.cache import ResultCache
 from cxrlens.xai.context import Models, Stage
 from cxrlens.xai.faithfulness import faithfulness
@@ -123,18 +125,30 @@ def select_maps(entries: list[dict[str, Any]], stage: Stage) -> list[ScoredMap]:
 # --------------------------------------------------------------------------------------- measuring
 
 
+@dataclass(frozen=True)
+class ImageFiles:
+    """What the metrics of one image read from files: the preprocessed image, where its content lies in the
+    padded square and its lung mask (None: none, or the file is gone). Called in the loader's worker processes."""
+
+    images: ImageSource
+
+    def __call__(self, item: tuple[int, str, str | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        _fold, name, mask_path = item
+        return self.images.image(name), self.images.content_mask(name), self.images.lung_mask(mask_path)
+
+
 def measure_per_image(stage: Stage, maps: list[ScoredMap]) -> None:
-    """Localisation and faithfulness, one image (and fold) at a time, each image's models together."""
+    """Localisation and faithfulness, one image (and fold) at a time, each image's models together; the images
+    and masks are read ahead in worker processes (:func:`~cxrlens.run.stream.prefetch`)."""
     by_fold_image: dict[tuple[int, str], list[ScoredMap]] = defaultdict(list)
     for item in maps:
         by_fold_image[(item.fold, item.image)].append(item)
     missing_masks: set[str] = set()
     unavailable: set[str] = set()
-    for (fold, image_name), items in sorted(by_fold_image.items()):
-        image = stage.images.image(image_name)
-        content = stage.images.content_mask(image_name)
-        mask_path = items[0].entry.get("lung_mask")
-        mask = stage.images.lung_mask(mask_path)
+    todo = [(fold, name, by_fold_image[(fold, name)][0].entry.get("lung_mask")) for fold, name in sorted(by_fold_image)]
+    _ = stage.images.records  # the run's data is read once, here, not in every worker
+    for (fold, image_name, mask_path), (image, content, mask) in prefetch(todo, ImageFiles(stage.images)):
+        items = by_fold_image[(fold, image_name)]
         if mask_path and mask is None:
             missing_masks.add(str(mask_path))
         by_model: dict[str, list[ScoredMap]] = defaultdict(list)

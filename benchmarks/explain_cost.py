@@ -51,12 +51,14 @@ def _sample_image(size: int):  # type: ignore[no-untyped-def]
     return torch.from_numpy(preprocess_file(record.path, PreprocessConfig(size=size)))[None, None]
 
 
-def _superpixel_passes(params, x) -> int:  # type: ignore[no-untyped-def]
-    """Forward passes of feature ablation / Shapley sampling for the SLIC features of ``x``."""
+def _superpixel_passes(params, x) -> tuple[int, float]:  # type: ignore[no-untyped-def]
+    """Forward passes of feature ablation / Shapley sampling for the SLIC features of ``x``, and the seconds the
+    segmentation takes (a cost of every run, not of each pass)."""
     from cxrlens.attribution.segmentation import superpixels
 
+    start = time.perf_counter()
     features = int(superpixels(x[0, 0].numpy(), params.segments, params.compactness).max()) + 1
-    return getattr(params, "n_samples", 1) * features + 1
+    return getattr(params, "n_samples", 1) * features + 1, time.perf_counter() - start
 
 
 STEP_FIELDS = ("nt_samples", "n_steps")  # what sets the passes of a step-based method (SmoothGrad: its samples)
@@ -66,7 +68,7 @@ def _fewer_steps(method, params, size: int, max_steps: int, batch: int):  # type
     """Parameters with at most ``max_steps`` steps (never below two batches of ``batch``, so peak memory is that
     of a full batch) and the factor that scales their time to the default's; (params, 1.0) if already small."""
     full = method.cost(params, size)["backward"]
-    fewer = max(max_steps, 2 * batch)
+    fewer = -(-max(max_steps, 2 * batch) // batch) * batch  # whole batches: a partial one costs as much as a full
     for name in STEP_FIELDS:
         if name in type(params).model_fields and getattr(params, name) > fewer:
             reduced = method.parse({**params.model_dump(), name: fewer})
@@ -95,6 +97,7 @@ def child_cost(model_name: str, method_name: str, size: int, max_passes: int, ma
     footprint = measure(model, size)
     context = Context(model, footprint, 8 * GIB, layer_name=model.gradcam_layer_name)
     scale = 1.0
+    fixed = (0.0, 0.0)  # seconds of the timed run and of the full run that do not scale with the passes
     if method.family == "perturbation" and cost["forward"] > max_passes:
         if method_name == "occlusion":
             window = max(1, size // 16)
@@ -103,17 +106,21 @@ def child_cost(model_name: str, method_name: str, size: int, max_passes: int, ma
                 stride *= 2
             params = method.parse({"window": max(window, stride), "stride": stride})
             scale = cost["forward"] / method.cost(params, size)["forward"]
-        else:  # superpixels: scale by the passes the image's real feature counts need
-            full = _superpixel_passes(params, x)
+        else:  # superpixels: scale the passes by the image's real feature counts, not the segmentation
+            full, segment_full = _superpixel_passes(params, x)
             params = method.parse({"segments": max_passes, "n_samples": 1} if "n_samples" in params.model_fields
                                   else {"segments": max_passes})  # fmt: skip
-            scale = full / _superpixel_passes(params, x)
+            reduced, segment_reduced = _superpixel_passes(params, x)
+            scale, fixed = full / reduced, (segment_reduced, segment_full)
         full_passes = cost["backward"] + (cost["forward"] if method_name == "occlusion" else full)
     elif method.family != "perturbation" and cost["backward"] > max_steps:
         params, scale = _fewer_steps(method, params, size, max_steps, context.grad_batch())
-    warm = x.repeat(context.no_grad_batch() if method.family == "perturbation" else 1, 1, 1, 1)
+    # first-call set-up (kernels for the batch shape the method uses) is not timed, nor larger than the method
+    stepped = any(name in type(params).model_fields for name in STEP_FIELDS)
+    batch = context.no_grad_batch() if method.family == "perturbation" else context.grad_batch() if stepped else 1
+    warm = x.repeat(batch, 1, 1, 1)
     warm.requires_grad_(method.family != "perturbation")
-    model(warm).sum().backward() if warm.requires_grad else model(warm)  # first-call set-up is not timed
+    model(warm).sum().backward() if warm.requires_grad else model(warm)
     start = time.perf_counter()
     if method_name == "captum_layer_conductance":
         from captum.attr import LayerConductance
@@ -125,7 +132,7 @@ def child_cost(model_name: str, method_name: str, size: int, max_passes: int, ma
         )  # fmt: skip
     else:
         method.run(context, params, x, list(range(labels)))
-    seconds = (time.perf_counter() - start) * scale
+    seconds = (time.perf_counter() - start - fixed[0]) * scale + fixed[1]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB -> GiB
     return {
         "model": model_name,

@@ -225,9 +225,13 @@ def report(args: argparse.Namespace, speed: dict | None, mem: list[dict] | None)
             print("|---|---:|---|")
             for name, value, target in rows:
                 print(f"| {name} | {value} | {target} |")
+            start_up = speed["images"] / speed["ours_ips"] - speed["images"] / speed["steady_ips"]
             print(
-                "\nThe bare forward gets its images already decoded and preprocessed; predict decodes them in "
-                "its worker process(es), which share the machine's cores with the forward pass.\n"
+                "\nThe bare forward gets its images already decoded and preprocessed, and is timed after its first "
+                "call; predict decodes them in its worker process(es), which share the machine's cores with the "
+                f"forward pass, and its time includes its start-up: about {start_up:.1f} s here (loading the "
+                "model, measuring its footprint for the batch size, the first forward's kernel set-up, starting "
+                "the decoding worker), which the steady rate leaves out.\n"
             )
         else:
             print(title)

@@ -10,8 +10,9 @@ within ~0.05 GiB), or with ``--fresh-process`` in a new Python process (~4 s mor
 default needs more than ``--max-passes`` forward passes are timed on that many passes and the time is
 extrapolated per pass (marked "~"); their peak memory is measured at the real batch size. Likewise
 step-based methods (integrated gradients, SmoothGrad's samples, layer conductance, internal influence) with
-more than ``--max-steps`` steps are timed on that many (at least two backward batches, so the peak is a full
-batch's) and extrapolated per step: each step is one more forward and backward pass of the same batch.
+more than ``--max-steps`` steps are timed on about that many, in whole backward batches (at least two, so the
+peak is a full batch's), and extrapolated per step: each step is one more forward and backward pass of the same
+batch. Neither extrapolation scales what a run costs once (the SLIC segmentation, the first call's set-up).
 Part 2 (side by side in one run): occlusion for 14 labels, cxrlens (one set of passes for all labels)
 vs captum's per-label loop (``Occlusion.attribute`` once per label); both evaluate 4 images per pass.
 Weights are random (timing does not depend on them); every run uses the allocator fix (reference §9).
@@ -65,8 +66,9 @@ STEP_FIELDS = ("nt_samples", "n_steps")  # what sets the passes of a step-based 
 
 
 def _fewer_steps(method, params, size: int, max_steps: int, batch: int):  # type: ignore[no-untyped-def]
-    """Parameters with at most ``max_steps`` steps (never below two batches of ``batch``, so peak memory is that
-    of a full batch) and the factor that scales their time to the default's; (params, 1.0) if already small."""
+    """Parameters with about ``max_steps`` steps, rounded up to whole batches of ``batch`` and never fewer than
+    two (so peak memory is a full batch's), and the factor that scales their time to the default's; (params, 1.0)
+    if the default is no more."""
     full = method.cost(params, size)["backward"]
     fewer = -(-max(max_steps, 2 * batch) // batch) * batch  # whole batches: a partial one costs as much as a full
     for name in STEP_FIELDS:

@@ -225,13 +225,15 @@ def report(args: argparse.Namespace, speed: dict | None, mem: list[dict] | None)
             print("|---|---:|---|")
             for name, value, target in rows:
                 print(f"| {name} | {value} | {target} |")
-            start_up = speed["images"] / speed["ours_ips"] - speed["images"] / speed["steady_ips"]
+            measured = speed["steady_ips"] > 0  # not with a single batch: no rate after the first one
+            start_up = speed["images"] / speed["ours_ips"] - speed["images"] / speed["steady_ips"] if measured else 0
             print(
                 "\nThe bare forward gets its images already decoded and preprocessed, and is timed after its first "
                 "call; predict decodes them in its worker process(es), which share the machine's cores with the "
-                f"forward pass, and its time includes its start-up: about {start_up:.1f} s here (loading the "
-                "model, measuring its footprint for the batch size, the first forward's kernel set-up, starting "
-                "the decoding worker), which the steady rate leaves out.\n"
+                "forward pass, and its time includes its start-up"
+                + (f": about {start_up:.1f} s here" if measured else "")
+                + " (loading the model, measuring its footprint for the batch size, the first forward's kernel "
+                "set-up, starting the decoding worker), which the steady rate leaves out.\n"
             )
         else:
             print(title)
